@@ -1,0 +1,79 @@
+# moat: build, test and benchmark. `make help` lists the targets.
+
+GO        ?= go
+PREFIX    ?= /usr/local
+BINDIR    ?= bin
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+FUZZTIME  ?= 5s
+# Fuzz targets run briefly by `make test`: package:target.
+FUZZ      := ./policy:FuzzParse ./policy:FuzzMatchPath ./policy:FuzzMatchHost ./policy/engine:FuzzDecide
+
+BINARIES  := moat moat-sidecar
+# moat-init is built static (CGO_ENABLED=0) once its directory exists.
+ifneq ($(wildcard cmd/moat-init),)
+BINARIES  += moat-init
+endif
+# moat links libcontainer: cgo for nsenter, libseccomp (libseccomp-dev)
+# through the seccomp tag, as runc is built.
+MOAT_TAGS ?= seccomp
+# Where scripts/build-runtime-tools.sh caches the runtime-tools suite.
+MOAT_CI_CACHE ?= /var/tmp/moat-ci
+
+.PHONY: all build test unit fuzz conformance bench bench-start install lint clean help demo
+
+all: build
+
+build: $(addprefix $(BINDIR)/,$(BINARIES)) ## Build the binaries into bin/
+
+$(BINDIR)/%: FORCE
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+
+$(BINDIR)/moat: FORCE
+	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(MOAT_TAGS)' -ldflags '$(LDFLAGS)' -o $@ ./cmd/moat
+
+$(BINDIR)/moat-init: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/moat-init
+
+FORCE:
+
+test: lint unit fuzz conformance ## Run every test tier (root tests skip with a message when not root)
+
+unit: ## Run the unit, root and end-to-end Go tests
+	$(GO) test -count=1 ./...
+
+fuzz: ## Run each fuzz target for FUZZTIME
+	@set -e; for t in $(FUZZ); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+conformance: ## Run the OCI runtime-tools suite against runc and moat (sandbox off); root only
+	@if [ "$$(id -u)" != 0 ]; then echo "conformance: skipped (needs root)"; exit 0; fi; \
+	suite=$$(MOAT_CI_CACHE=$(MOAT_CI_CACHE) ./scripts/build-runtime-tools.sh) && \
+	MOAT_CONFORMANCE=1 MOAT_RUNTIME_TOOLS=$$suite $(GO) test -count=1 -timeout 30m -v -run '^TestConformance$$' ./test/e2e/
+
+bench: bench-start ## Run the benchmarks and print the numbers docs/benchmarks.md records
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./policy/engine/
+
+bench-start: $(BINDIR)/moat ## Container start: moat run vs runc run of /bin/true (root)
+	$(GO) run ./bench/start -moat $(BINDIR)/moat -n $(or $(BENCH_RUNS),30)
+
+demo: build ## Show moat deciding real requests against an example policy
+	@./scripts/demo.sh
+
+install: build ## Install the binaries into $(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(addprefix $(BINDIR)/,$(BINARIES)) $(DESTDIR)$(PREFIX)/bin/
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean: ## Remove build outputs
+	rm -rf $(BINDIR)
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'

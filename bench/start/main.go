@@ -1,0 +1,107 @@
+// Command start measures container start cost: `moat run` against `runc
+// run` of /bin/true on the same busybox bundle, interleaved, and prints the
+// medians, their spread and the ratio. It needs root. `make bench` runs it.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/moatsandbox/moat/test/fixtures"
+)
+
+func main() {
+	moat := flag.String("moat", "bin/moat", "moat binary (built with -tags seccomp)")
+	runc := flag.String("runc", "runc", "runc binary")
+	n := flag.Int("n", 30, "runs per runtime")
+	flag.Parse()
+	if err := run(*moat, *runc, *n); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(moat, runc string, n int) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root (it runs containers)")
+	}
+	runcPath, err := exec.LookPath(runc)
+	if err != nil {
+		return err
+	}
+	if moat, err = filepath.Abs(moat); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "moat-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bundle, err := fixtures.Bundle(filepath.Join(dir, "bundle"), "/bin/true")
+	if err != nil {
+		return err
+	}
+	cfg, err := fixtures.SandboxOffConfig(dir)
+	if err != nil {
+		return err
+	}
+	cmds := map[string]func(id string) *exec.Cmd{
+		"runc run": func(id string) *exec.Cmd {
+			return exec.Command(runcPath, "--root", filepath.Join(dir, "runc-root"), "run", "--bundle", bundle, id)
+		},
+		"moat run (sandbox off)": func(id string) *exec.Cmd {
+			return exec.Command(moat, "--root", filepath.Join(dir, "moat-root"), "--config", cfg, "run", "--bundle", bundle, id)
+		},
+	}
+	names := []string{"runc run", "moat run (sandbox off)"}
+	times := map[string][]time.Duration{}
+	// One warm-up run each, then n interleaved runs, alternating which
+	// runtime goes first so drift on a noisy machine hits both alike.
+	for i := -1; i < n; i++ {
+		order := names
+		if i%2 == 1 {
+			order = []string{names[1], names[0]}
+		}
+		for _, name := range order {
+			cmd := cmds[name](fmt.Sprintf("bench-%d-%d", os.Getpid(), len(times[name])+i*10+100))
+			start := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v\n%s", name, err, out)
+			}
+			if i >= 0 {
+				times[name] = append(times[name], time.Since(start))
+			}
+		}
+	}
+	base := median(times[names[0]])
+	fmt.Printf("Container start, /bin/true on a busybox bundle, %d interleaved runs each\n", n)
+	fmt.Printf("%-24s %10s %10s %10s %8s\n", "", "median", "p10", "p90", "ratio")
+	for _, name := range names {
+		d := times[name]
+		fmt.Printf("%-24s %10s %10s %10s %7.2fx\n", name, ms(median(d)), ms(pct(d, 10)), ms(pct(d, 90)), float64(median(d))/float64(base))
+	}
+	// Spread of the ratio: the p10..p90 of run-by-run ratios.
+	var ratios []float64
+	for i := range times[names[0]] {
+		ratios = append(ratios, float64(times[names[1]][i])/float64(times[names[0]][i]))
+	}
+	slices.Sort(ratios)
+	fmt.Printf("pairwise ratio moat/runc: median %.2fx, p10 %.2fx, p90 %.2fx\n",
+		ratios[len(ratios)/2], ratios[len(ratios)*10/100], ratios[len(ratios)*90/100])
+	return nil
+}
+
+func median(d []time.Duration) time.Duration { return pct(d, 50) }
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)*p/100]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }

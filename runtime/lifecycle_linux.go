@@ -1,0 +1,190 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// load opens container id under the root. libcontainer's errors are
+// returned as they are: engines match on their texts ("container does not
+// exist").
+func (r *Runtime) load(id string) (*libcontainer.Container, error) {
+	if id == "" {
+		return nil, ErrEmptyID
+	}
+	return libcontainer.Load(r.Root, id)
+}
+
+// Start lets a created container's process run its program.
+func (r *Runtime) Start(id string) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	status, err := c.Status()
+	if err != nil {
+		return err
+	}
+	if status == libcontainer.Created {
+		return c.Exec()
+	}
+	if refusal, ok := startRefusals[status]; ok {
+		return errors.New(refusal)
+	}
+	return fmt.Errorf("cannot start a container in the %s state", status)
+}
+
+// startRefusals are runc's texts for starting a container that has
+// started already.
+var startRefusals = map[libcontainer.Status]string{
+	libcontainer.Running: "cannot start an already running container",
+	libcontainer.Stopped: "cannot start a container that has stopped",
+}
+
+// Kill sends a signal (default SIGTERM) to the container's first process.
+// all is runc's obsolete --all, kept for callers that still pass it: it
+// only makes signalling a stopped container succeed, since libcontainer
+// already signals every process of a container without its own pid
+// namespace.
+func (r *Runtime) Kill(id, signal string, all bool) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	if signal == "" {
+		signal = "SIGTERM"
+	}
+	sig, err := ParseSignal(signal)
+	if err != nil {
+		return err
+	}
+	err = c.Signal(sig)
+	if all && errors.Is(err, libcontainer.ErrNotRunning) {
+		return nil
+	}
+	return err
+}
+
+// ParseSignal reads a signal number or name; names may omit "SIG" and
+// are case-insensitive.
+func ParseSignal(s string) (unix.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		return unix.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return -1, fmt.Errorf("unknown signal %q", s)
+}
+
+// Delete removes a container and everything it holds (processes, cgroups,
+// state). Without force the container must be stopped, or created and
+// never started.
+func (r *Runtime) Delete(id string, force bool) error {
+	err := r.delete(id, force)
+	if err == nil || errors.Is(err, libcontainer.ErrNotExist) {
+		r.forgetSandbox(id)
+	}
+	return err
+}
+
+func (r *Runtime) delete(id string, force bool) error {
+	c, err := r.load(id)
+	if err != nil {
+		return r.deleteLeftovers(id, force, err)
+	}
+	// Forced, even a stopped container is killed: without a pid
+	// namespace of its own, processes may be left in its cgroup.
+	if force {
+		return killAndDestroy(c)
+	}
+	status, err := c.Status()
+	if err != nil {
+		return err
+	}
+	if status == libcontainer.Stopped {
+		return c.Destroy()
+	}
+	if status == libcontainer.Created {
+		return killAndDestroy(c)
+	}
+	return fmt.Errorf("cannot delete container %s that is not stopped: %s", id, status)
+}
+
+// deleteLeftovers handles a container libcontainer cannot load (loadErr):
+// a create that failed early can leave a state directory without
+// state.json, which is removed. A forced delete of a container that does
+// not exist succeeds.
+func (r *Runtime) deleteLeftovers(id string, force bool, loadErr error) error {
+	if !errors.Is(loadErr, libcontainer.ErrNotExist) || id == "" || filepath.Base(id) != id {
+		return loadErr
+	}
+	dir := filepath.Join(r.Root, id)
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "remove %s: %v\n", dir, err)
+	}
+	if force {
+		return nil
+	}
+	return loadErr
+}
+
+// killPoll is how often killAndDestroy checks for the first process.
+const killPoll = 100 * time.Millisecond
+
+// killAndDestroy SIGKILLs the container's processes and destroys it once
+// its first process is gone, waiting up to ten seconds.
+func killAndDestroy(c *libcontainer.Container) error {
+	_ = c.Signal(unix.SIGKILL)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(killPoll)
+		// Signal 0 fails once there is no process left to signal.
+		if c.Signal(unix.Signal(0)) != nil {
+			return c.Destroy()
+		}
+	}
+	return errors.New("container init still running")
+}
+
+// Pause freezes every process of the container.
+func (r *Runtime) Pause(id string) error {
+	return r.freezer(id, "pause", (*libcontainer.Container).Pause)
+}
+
+// Resume thaws a paused container.
+func (r *Runtime) Resume(id string) error {
+	return r.freezer(id, "resume", (*libcontainer.Container).Resume)
+}
+
+func (r *Runtime) freezer(id, op string, fn func(*libcontainer.Container) error) error {
+	c, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	err = fn(c)
+	warnCgroupAccess(op, err)
+	return err
+}
+
+// warnCgroupAccess explains a permission error from the cgroup
+// filesystem, the usual failure of rootless moat.
+func warnCgroupAccess(op string, err error) {
+	if errors.Is(err, fs.ErrPermission) {
+		logrus.Warnf("moat %s: permission denied; moat may not have full access to the container's cgroups", op)
+	}
+}

@@ -1,0 +1,101 @@
+package runtime
+
+import (
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/moatsandbox/moat/hooks"
+
+	"github.com/moatsandbox/moat/policy"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// TestPrepareSandboxRefusals: sandbox mode refuses what it cannot confine
+// and invalid policies before touching the host.
+func TestPrepareSandboxRefusals(t *testing.T) {
+	cfg := policy.DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	tests := []struct {
+		name  string
+		spec  *specs.Spec
+		want  error
+		match string
+	}{
+		{"user namespace", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
+			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace}}}}, hooks.ErrUserNamespace, ""},
+		{"notify listener", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
+			Linux: &specs.Linux{Seccomp: &specs.LinuxSeccomp{DefaultAction: specs.ActNotify}}}, hooks.ErrSeccompNotify, ""},
+		{"invalid policy", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
+			Annotations: map[string]string{policy.AnnotationPolicy: "version: 2\n"}}, nil, "unsupported version 2"},
+		{"no process", &specs.Spec{}, nil, "no process"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := prepareSandbox(SandboxRequest{ID: "x", Root: "/run/moat-test", Bundle: t.TempDir(), Spec: tt.spec, Config: cfg})
+			if got != nil || err == nil {
+				t.Fatalf("prepareSandbox = %v, %v; want an error", got, err)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("err = %v, want %v", err, tt.want)
+			}
+			if tt.match != "" && !strings.Contains(err.Error(), tt.match) {
+				t.Errorf("err = %v, want it to mention %q", err, tt.match)
+			}
+			if entries, _ := os.ReadDir(cfg.StateDir); len(entries) != 0 {
+				t.Errorf("state left behind: %v", entries)
+			}
+		})
+	}
+}
+
+func TestSandboxDir(t *testing.T) {
+	cfg := policy.DefaultConfig()
+	a, b := sandboxDir(cfg, "/run/a", "x"), sandboxDir(cfg, "/run/b", "x")
+	if a == b || !strings.HasPrefix(a, cfg.StateDir+"/sandboxes/") {
+		t.Errorf("sandboxDir: %s, %s", a, b)
+	}
+	if sandboxDir(cfg, "/run/a", "x") != a {
+		t.Error("sandboxDir is not stable")
+	}
+}
+
+func TestNormalizeSpec(t *testing.T) {
+	spec := &specs.Spec{
+		Linux: &specs.Linux{Devices: []specs.LinuxDevice{
+			{Path: "/dev/fifo", Type: "p", Major: 8, Minor: 666},
+			{Path: "/dev/sda", Type: "b", Major: 8, Minor: 0},
+		}},
+		Mounts: []specs.Mount{
+			{Destination: "/a", Type: "bind", Source: "/etc", Options: []string{"rbind", "ro", "mode=755", "size=1k", "rshared"}},
+			{Destination: "/b", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1k"}},
+		},
+	}
+	normalizeSpec(spec, []string{"rbind", "bind", "ro", "rshared", "nosuid"})
+	if d := spec.Linux.Devices[0]; d.Major != 0 || d.Minor != 0 {
+		t.Errorf("fifo kept %d:%d", d.Major, d.Minor)
+	}
+	if d := spec.Linux.Devices[1]; d.Major != 8 {
+		t.Errorf("block device changed: %+v", d)
+	}
+	if got := spec.Mounts[0].Options; !slices.Equal(got, []string{"rbind", "ro", "rshared"}) {
+		t.Errorf("bind options = %v", got)
+	}
+	if got := spec.Mounts[1].Options; !slices.Equal(got, []string{"nosuid", "size=1k"}) {
+		t.Errorf("tmpfs options changed: %v", got)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]unix.Signal{"KILL": unix.SIGKILL, "sigterm": unix.SIGTERM, "SIGUSR1": unix.SIGUSR1, "9": unix.SIGKILL} {
+		if got, err := ParseSignal(in); err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseSignal("NOPE"); err == nil || err.Error() != `unknown signal "NOPE"` {
+		t.Errorf("ParseSignal(NOPE) err = %v", err)
+	}
+}

@@ -1,0 +1,168 @@
+package runtime
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	"github.com/moatsandbox/moat/confine"
+	"github.com/moatsandbox/moat/confine/seccompbpf"
+	"github.com/moatsandbox/moat/hooks"
+	"github.com/moatsandbox/moat/policy"
+)
+
+// SandboxRequest is what prepareSandbox gets: the loaded spec and
+// everything create knows about the container.
+type SandboxRequest struct {
+	ID     string
+	Root   string // the runtime's --root, absolute
+	Bundle string // absolute bundle path
+	Spec   *specs.Spec
+	Config *policy.Config
+	// PolicyFlag is `moat --policy FILE`; "" when not given.
+	PolicyFlag string
+}
+
+// prepareSandbox turns the engine's spec into the spec libcontainer runs:
+// it resolves the container's policy, derives the confinement plan
+// (identity, Landlock rules, seccomp programs) and rewrites the spec so
+// that the process starts under moat-init, which applies the plan. The plan
+// is written under the admin config's state directory (sandboxDir); on
+// error nothing is left behind.
+func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
+	spec := req.Spec
+	if err := hooks.CheckSandboxable(spec); err != nil {
+		return nil, err
+	}
+	if spec.Process == nil {
+		return nil, errors.New("config.json has no process to sandbox")
+	}
+	res, err := policy.Resolve(req.Config, spec.Annotations, req.PolicyFlag, policy.Loader{})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range res.Warnings {
+		logrus.Warn(w.String())
+	}
+	pol := res.Policy
+	mode, err := policy.AnnotatedInitMode(spec.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	var user, group string
+	if pol.Process != nil {
+		user, group = pol.Process.RunAsUser, pol.Process.RunAsGroup
+	}
+	identity, err := confine.ResolveUser(rootfsPath(req.Bundle, spec), user, group, spec.Process.User)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", res.Description, err)
+	}
+	var containerFilter *confine.SeccompProgram
+	if spec.Linux != nil && spec.Linux.Seccomp != nil {
+		if containerFilter, err = seccompbpf.Compile(spec.Linux.Seccomp); err != nil {
+			return nil, fmt.Errorf("compile the container's seccomp profile: %w", err)
+		}
+	}
+	plan, findings, err := policy.LandlockPlan(pol, spec, policy.PlanOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("landlock plan: %w", err)
+	}
+	for _, f := range findings {
+		logrus.Warn("landlock plan: " + f.String())
+	}
+	initPath, err := initBinary()
+	if err != nil {
+		return nil, err
+	}
+
+	dir := sandboxDir(req.Config, req.Root, req.ID)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, fmt.Errorf("create sandbox state: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	planPath := filepath.Join(dir, "plan.json")
+	out, cplan, err := hooks.Rewrite(spec, hooks.RewriteInput{
+		Policy:           pol,
+		Config:           req.Config,
+		Landlock:         plan,
+		ContainerSeccomp: containerFilter,
+		Identity:         &identity,
+		InitPath:         initPath,
+		PlanPath:         planPath,
+		Mode:             mode,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rewrite spec: %w", err)
+	}
+	if err := confine.WritePlan(planPath, cplan); err != nil {
+		return nil, err
+	}
+	logrus.WithFields(logrus.Fields{"id": req.ID, "policy": res.Description}).Debug("sandbox prepared")
+	return out, nil
+}
+
+// sandboxDir is where moat keeps a sandboxed container's own files (the
+// confinement plan moat-init reads), keyed by the runtime root and the
+// container id: engines run several roots, and ids are unique only within
+// one.
+func sandboxDir(cfg *policy.Config, root, id string) string {
+	sum := sha256.Sum256([]byte(root + "\x00" + id))
+	return filepath.Join(cfg.StateDir, "sandboxes", hex.EncodeToString(sum[:12]))
+}
+
+// sandboxed reports whether the container was created in a sandbox.
+func sandboxed(cfg *policy.Config, root, id string) bool {
+	_, err := os.Stat(filepath.Join(sandboxDir(cfg, root, id), "plan.json"))
+	return err == nil
+}
+
+// removeSandbox deletes a container's sandbox files; it is idempotent.
+func removeSandbox(cfg *policy.Config, root, id string) error {
+	if err := os.RemoveAll(sandboxDir(cfg, root, id)); err != nil {
+		return fmt.Errorf("remove sandbox state: %w", err)
+	}
+	return nil
+}
+
+// sandboxExecArgs returns the argv of a process exec'd into a sandboxed
+// container: it passes through moat-init with the container's plan.
+func sandboxExecArgs(args []string) []string {
+	return append([]string{confine.InitPath, "--"}, args...)
+}
+
+// rootfsPath resolves the spec's root path against the bundle.
+func rootfsPath(bundle string, spec *specs.Spec) string {
+	if spec.Root == nil {
+		return bundle
+	}
+	if filepath.IsAbs(spec.Root.Path) {
+		return spec.Root.Path
+	}
+	return filepath.Join(bundle, spec.Root.Path)
+}
+
+// initBinary finds moat-init: beside the moat executable, else in PATH.
+func initBinary() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "moat-init")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("moat-init")
+	if err != nil {
+		return "", fmt.Errorf("moat-init not found beside moat or in PATH (install both with `make install`): %w", err)
+	}
+	return filepath.Abs(p)
+}

@@ -1,0 +1,48 @@
+package runtime
+
+import (
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+)
+
+// forgetSandbox removes a deleted container's sandbox state, if it had any.
+// It never fails the delete: an unreadable admin config only leaves the
+// state behind, with a warning.
+func (r *Runtime) forgetSandbox(id string) {
+	cfg, err := r.adminConfig()
+	if err != nil {
+		logrus.Warnf("sandbox state of %s not removed: %v", id, err)
+		return
+	}
+	if err := removeSandbox(cfg, r.Root, id); err != nil {
+		logrus.Warn(err)
+	}
+}
+
+// sandboxExec makes p, a process exec'd into a sandboxed container, start
+// under moat-init with the container's plan: moat-init runs as root with
+// the container's init capabilities and drops to the plan's identity,
+// capabilities, Landlock rules and seccomp filters itself, so an exec'd
+// process is confined exactly as the container's first process is. A user
+// or capabilities asked for by the exec are superseded by the plan.
+func sandboxExec(c *libcontainer.Container, p *specs.Process) {
+	p.Args = sandboxExecArgs(p.Args)
+	p.User = specs.User{UID: 0, GID: 0}
+	p.NoNewPrivileges = false
+	p.Capabilities = specCaps(c.Config().Capabilities)
+}
+
+func specCaps(c *configs.Capabilities) *specs.LinuxCapabilities {
+	if c == nil {
+		return nil
+	}
+	return &specs.LinuxCapabilities{
+		Bounding:    c.Bounding,
+		Effective:   c.Effective,
+		Permitted:   c.Permitted,
+		Inheritable: c.Inheritable,
+		Ambient:     c.Ambient,
+	}
+}

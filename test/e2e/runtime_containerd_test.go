@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moatsandbox/moat/test/fixtures"
+)
+
+const busyboxRef = "docker.io/library/moat-busybox:latest"
+
+// containerdEnv is a private containerd 1.6 (Debian's package) with its
+// own root, state and sockets and the CRI plugin disabled.
+type containerdEnv struct {
+	sock string
+	ns   string
+}
+
+func startContainerd(t *testing.T, dir string) *containerdEnv {
+	t.Helper()
+	c := &containerdEnv{sock: filepath.Join(dir, "ctrd.sock"), ns: "moat-e2e"}
+	config := filepath.Join(dir, "containerd.toml")
+	toml := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The runc shim keeps the runtime's --root under /run/containerd/runc
+	// whatever containerd's own state dir; remove the namespace's (empty)
+	// directory once containerd has stopped.
+	t.Cleanup(func() { _ = os.Remove(filepath.Join("/run/containerd/runc", c.ns)) })
+	d := startDaemon(t, dir, "containerd", "containerd", "--config", config)
+	d.waitReady(t, func() error {
+		if out, code := runCmd(t, 10*time.Second, "ctr", "-a", c.sock, "version"); code != 0 {
+			return fmt.Errorf("ctr version: %s", out)
+		}
+		return nil
+	})
+	// Runs before containerd stops: remove whatever tasks and containers
+	// a failed test left.
+	t.Cleanup(func() { c.removeAll(t) })
+	return c
+}
+
+func (c *containerdEnv) ctr(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	return runCmd(t, 2*time.Minute, append([]string{"ctr", "-a", c.sock, "-n", c.ns}, args...)...)
+}
+
+func (c *containerdEnv) removeAll(t *testing.T) {
+	out, _ := c.ctr(t, "containers", "ls", "-q")
+	for _, id := range strings.Fields(out) {
+		c.ctr(t, "task", "kill", "-s", "SIGKILL", id)
+		c.ctr(t, "task", "rm", "-f", id)
+		if out, code := c.ctr(t, "containers", "rm", id); code != 0 {
+			t.Errorf("cleanup: ctr containers rm %s: %s", id, out)
+		}
+	}
+	c.ctr(t, "images", "rm", busyboxRef)
+}
+
+// TestContainerdRunsMoat: containerd 1.6's runc shim drives moat as its
+// runc binary; ctr sees the container's exit codes.
+func TestContainerdRunsMoat(t *testing.T) {
+	fixtures.RequireRoot(t)
+	fixtures.RequireBusybox(t)
+	requireCommands(t, "containerd", "ctr", "containerd-shim-runc-v2")
+	dir := shortTempDir(t, "moat-ctrd-")
+	wrapper, argvLog := moatWrapper(t, dir)
+	c := startContainerd(t, dir)
+	if out, code := c.ctr(t, "image", "import", writeImage(t, dir, busyboxRef)); code != 0 || !strings.Contains(out, busyboxRef) {
+		t.Fatalf("image import: exit %d\n%s", code, out)
+	}
+	run := func(id string, args ...string) []string {
+		return append([]string{"run", "--rm", "--runc-binary", wrapper, busyboxRef, id}, args...)
+	}
+
+	for _, tt := range []struct {
+		name string
+		args []string
+		want int
+		out  string
+	}{
+		{"exit 0", []string{"sh", "-c", "echo hello from moat"}, 0, "hello from moat"},
+		{"exit 7", []string{"sh", "-c", "exit 7"}, 7, ""},
+		{"child killed", []string{"sh", "-c", `sh -c 'kill -9 $$'; exit $?`}, 137, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, code := c.ctr(t, run(fmt.Sprintf("moat-ctr-%d", time.Now().UnixNano()), tt.args...)...)
+			if code != tt.want || !strings.Contains(out, tt.out) {
+				t.Errorf("ctr run: exit %d, want %d; output %q", code, tt.want, out)
+			}
+		})
+	}
+
+	t.Run("SIGKILL from ctr", func(t *testing.T) {
+		id := fmt.Sprintf("moat-ctr-kill-%d", time.Now().UnixNano())
+		done := make(chan int, 1)
+		go func() {
+			_, code := runCmd(t, 2*time.Minute, append([]string{"ctr", "-a", c.sock, "-n", c.ns}, run(id, "sleep", "300")...)...)
+			done <- code
+		}()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			out, _ := c.ctr(t, "task", "ls")
+			if strings.Contains(out, id) && strings.Contains(out, "RUNNING") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s never ran:\n%s", id, out)
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		if out, code := c.ctr(t, "task", "kill", "-s", "SIGKILL", id); code != 0 {
+			t.Fatalf("task kill: %s", out)
+		}
+		select {
+		case code := <-done:
+			if code != 137 {
+				t.Errorf("ctr run exit %d, want 137", code)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("ctr run did not return")
+		}
+	})
+
+	// The shim really ran moat, the way it runs runc.
+	argv, err := os.ReadFile(argvLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--log-format json create --bundle", "start moat-ctr-", "delete moat-ctr-"} {
+		if !strings.Contains(string(argv), want) {
+			t.Errorf("moat argv log lacks %q:\n%s", want, argv)
+		}
+	}
+}
