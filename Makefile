@@ -57,7 +57,7 @@ conformance: ## Run the OCI runtime-tools suite against runc and moat (sandbox o
 bench: bench-start ## Run the benchmarks and print the numbers docs/benchmarks.md records
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./policy/engine/
 
-bench-start: $(BINDIR)/moat ## Container start: moat run vs runc run of /bin/true (root)
+bench-start: $(BINDIR)/moat $(BINDIR)/moat-init ## Container start: moat run vs runc run of /bin/true (root)
 	$(GO) run ./bench/start -moat $(BINDIR)/moat -n $(or $(BENCH_RUNS),30)
 
 demo: build ## Show moat deciding real requests against an example policy

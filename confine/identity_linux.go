@@ -136,20 +136,21 @@ func dropIdentity(id Identity, caps *Capabilities) error {
 			return fmt.Errorf("raise ambient %s: %w", capName(c), err)
 		}
 	}
-	return verifyIdentity(id)
+	return verifyIdentity(id, sets.permitted&(1<<unix.CAP_SETUID) != 0)
 }
 
 // verifyIdentity checks the drop took: the ids are the planned ones and,
-// for a non-root target, setuid(0) now fails. The probe runs on this thread
-// only; should it ever succeed, the caller exits without running anything.
-func verifyIdentity(id Identity) error {
+// for a non-root target that is not meant to keep CAP_SETUID, setuid(0) now
+// fails. The probe runs on this thread only; should it ever succeed, the
+// caller exits without running anything.
+func verifyIdentity(id Identity, keepsSetuid bool) error {
 	if uid, euid := unix.Getuid(), unix.Geteuid(); uid != int(id.UID) || euid != int(id.UID) {
 		return fmt.Errorf("after setuid: uid %d euid %d, want %d", uid, euid, id.UID)
 	}
 	if gid, egid := unix.Getgid(), unix.Getegid(); gid != int(id.GID) || egid != int(id.GID) {
 		return fmt.Errorf("after setgid: gid %d egid %d, want %d", gid, egid, id.GID)
 	}
-	if id.UID != 0 {
+	if id.UID != 0 && !keepsSetuid {
 		if _, _, errno := unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0); errno == 0 {
 			return errors.New("setuid(0) succeeded after the privilege drop")
 		}

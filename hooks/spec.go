@@ -125,6 +125,9 @@ func Rewrite(spec *specs.Spec, in RewriteInput) (*specs.Spec, *confine.Plan, err
 		return nil, nil, err
 	}
 	plan.Seccomp = append(plan.Seccomp, moat)
+	if policySetsUser(in.Policy) && plan.Identity.UID != 0 {
+		dropToUser(plan.Capabilities)
+	}
 	plan.Env = envOverrides(in, plan.Identity)
 	if err := plan.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("rewrite spec: %w", err)
@@ -264,6 +267,18 @@ func planCaps(c *specs.LinuxCapabilities) *confine.Capabilities {
 		Inheritable: slices.Clone(c.Inheritable),
 		Ambient:     slices.Clone(c.Ambient),
 	}
+}
+
+// dropToUser empties every capability set but the bounding set: when the
+// policy moves the process from the spec's (root) user to another user, the
+// capabilities the engine granted to root do not follow, as the kernel
+// clears them on a setuid from root. The bounding set still limits what
+// setuid programs can gain.
+func dropToUser(c *confine.Capabilities) {
+	if c == nil {
+		return
+	}
+	c.Effective, c.Permitted, c.Inheritable, c.Ambient = nil, nil, nil, nil
 }
 
 // needsSysAdmin: setns needs CAP_SYS_ADMIN; without no_new_privs so do

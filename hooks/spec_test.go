@@ -212,6 +212,21 @@ func TestRewritePolicyUser(t *testing.T) {
 	if plan.Identity.AdditionalGids[0] != 44 {
 		t.Error("plan identity aliases the input")
 	}
+	// Root's capabilities do not follow the move to the policy user; the
+	// bounding set stays.
+	c, sc := plan.Capabilities, testSpec().Process.Capabilities
+	if len(c.Effective)+len(c.Permitted)+len(c.Inheritable)+len(c.Ambient) != 0 || !slices.Equal(c.Bounding, sc.Bounding) {
+		t.Errorf("plan capabilities for the policy user = %+v", c)
+	}
+	// A policy that keeps root keeps the spec's capabilities.
+	in.Identity = &confine.Identity{UID: 0, GID: 0}
+	in.Policy.Process = &policy.Process{RunAsUser: "0"}
+	if _, plan, err = Rewrite(testSpec(), in); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(plan.Capabilities.Effective, sc.Effective) {
+		t.Errorf("root policy user: effective %v, want %v", plan.Capabilities.Effective, sc.Effective)
+	}
 }
 
 func TestRewriteModesAndSlots(t *testing.T) {

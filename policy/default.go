@@ -10,12 +10,14 @@ const DefaultPolicyName = "embedded default policy"
 // Landlock, the spec's own user (no process section), and no
 // network_policies, so the sandbox reaches nothing except inference.local,
 // and that only when the admin configuration has inference routes.
+//
+// The filesystem lists are empty on purpose: LandlockPlan adds OpenShell's
+// baseline paths itself, as optional rules that images without /app or
+// /sandbox skip silently, where listed paths would warn at every start.
 const DefaultPolicyYAML = `# moat's embedded default policy.
 version: 1
 filesystem_policy:
   include_workdir: true
-  read_only: [/usr, /lib, /etc, /app, /var/log, /proc, /dev/urandom]
-  read_write: [/sandbox, /tmp]
 landlock:
   compatibility: best_effort
 `
@@ -24,14 +26,10 @@ landlock:
 // of DefaultPolicyYAML. Each call returns a new value the caller may change.
 func DefaultPolicy() *Policy {
 	return &Policy{
-		Version: Version,
-		Filesystem: &Filesystem{
-			IncludeWorkdir: true,
-			ReadOnly:       []string{"/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"},
-			ReadWrite:      []string{"/sandbox", "/tmp"},
-		},
-		Landlock: Landlock{Compatibility: BestEffort},
-		Network:  map[string]*NetworkPolicy{},
-		Source:   DefaultPolicyName,
+		Version:    Version,
+		Filesystem: &Filesystem{IncludeWorkdir: true},
+		Landlock:   Landlock{Compatibility: BestEffort},
+		Network:    map[string]*NetworkPolicy{},
+		Source:     DefaultPolicyName,
 	}
 }

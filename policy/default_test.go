@@ -3,6 +3,8 @@ package policy
 import (
 	"reflect"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestDefaultPolicyMatchesYAML(t *testing.T) {
@@ -30,8 +32,33 @@ func TestDefaultPolicyShape(t *testing.T) {
 		t.Error("the default policy must be best_effort")
 	}
 	// Each call is a fresh value.
-	p.Filesystem.ReadOnly[0] = "/changed"
-	if DefaultPolicy().Filesystem.ReadOnly[0] != "/usr" {
+	p.Filesystem.ReadOnly = append(p.Filesystem.ReadOnly, "/changed")
+	if len(DefaultPolicy().Filesystem.ReadOnly) != 0 {
 		t.Error("DefaultPolicy shares state between calls")
+	}
+	// The baseline comes from the Landlock plan, as optional rules, so
+	// images without /app or /sandbox start without warnings.
+	plan, findings, err := LandlockPlan(DefaultPolicy(), &specs.Spec{Process: &specs.Process{Cwd: "/", Args: []string{"/bin/sh"}}}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range findings {
+		if f.Severity == SeverityWarning {
+			t.Errorf("finding: %s", f)
+		}
+	}
+	for _, want := range []string{"/usr", "/etc", "/sandbox", "/tmp", "/proc"} {
+		found := false
+		for _, r := range plan.Rules {
+			if r.Path == want {
+				found = true
+				if !r.Optional {
+					t.Errorf("%s is not optional", want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("plan lacks baseline path %s", want)
+		}
 	}
 }

@@ -217,6 +217,10 @@ func (b *planBuilder) warn(path, format string, args ...any) {
 	b.findings = append(b.findings, Finding{Severity: SeverityWarning, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
+func (b *planBuilder) info(path, format string, args ...any) {
+	b.findings = append(b.findings, Finding{Severity: SeverityInfo, Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
 func (b *planBuilder) policy(path, access string) error {
 	if strings.IndexByte(path, 0) >= 0 {
 		return fmt.Errorf("filesystem_policy: path %q contains a NUL byte", path)
@@ -273,7 +277,9 @@ func (b *planBuilder) addWorkdir(p *Policy, spec *specs.Spec) {
 	}
 	cwd = filepath.Clean(cwd)
 	if cwd == "/" {
-		b.warn(cwd, "include_workdir: the working directory is /, which is never made writable; not added")
+		// Engines default to / when an image sets no WORKDIR: normal, so
+		// only an info finding.
+		b.info(cwd, "include_workdir: the working directory is /, which is never made writable; not added")
 		return
 	}
 	if pp := b.paths[cwd]; pp != nil && pp.policyRO && !pp.policyRW {

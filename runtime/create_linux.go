@@ -35,6 +35,9 @@ type CreateOpts struct {
 	// Keep leaves the stopped container behind when its process exits.
 	Keep        bool
 	NoSubreaper bool
+
+	// userRoot is SandboxRequest.UserRoot (moat box).
+	userRoot string
 }
 
 // Create creates the container and starts its process, which then waits
@@ -82,7 +85,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		spec, err = prepareSandbox(SandboxRequest{ID: o.ID, Root: r.Root, Bundle: bundle, Spec: spec, Config: cfg, PolicyFlag: r.PolicyPath})
+		spec, err = prepareSandbox(SandboxRequest{ID: o.ID, Root: r.Root, Bundle: bundle, Spec: spec, Config: cfg, PolicyFlag: r.PolicyPath, UserRoot: o.userRoot})
 		if err != nil {
 			return -1, err
 		}

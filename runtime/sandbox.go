@@ -28,6 +28,11 @@ type SandboxRequest struct {
 	Config *policy.Config
 	// PolicyFlag is `moat --policy FILE`; "" when not given.
 	PolicyFlag string
+	// UserRoot is the directory whose etc/passwd and etc/group resolve
+	// the policy's user; "" is the spec's root filesystem. moat box sets
+	// it to "/": its root filesystem is assembled from host mounts only
+	// when the container starts.
+	UserRoot string
 }
 
 // prepareSandbox turns the engine's spec into the spec libcontainer runs:
@@ -60,7 +65,11 @@ func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
 	if pol.Process != nil {
 		user, group = pol.Process.RunAsUser, pol.Process.RunAsGroup
 	}
-	identity, err := confine.ResolveUser(rootfsPath(req.Bundle, spec), user, group, spec.Process.User)
+	userRoot := req.UserRoot
+	if userRoot == "" {
+		userRoot = rootfsPath(req.Bundle, spec)
+	}
+	identity, err := confine.ResolveUser(userRoot, user, group, spec.Process.User)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", res.Description, err)
 	}
@@ -75,7 +84,11 @@ func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
 		return nil, fmt.Errorf("landlock plan: %w", err)
 	}
 	for _, f := range findings {
-		logrus.Warn("landlock plan: " + f.String())
+		if f.Severity == policy.SeverityWarning {
+			logrus.Warn("landlock plan: " + f.String())
+		} else {
+			logrus.Debug("landlock plan: " + f.String())
+		}
 	}
 	initPath, err := initBinary()
 	if err != nil {

@@ -50,6 +50,10 @@ func run(moat, runc string, n int) error {
 	if err != nil {
 		return err
 	}
+	sbCfg := filepath.Join(dir, "sandbox.yaml")
+	if err := os.WriteFile(sbCfg, []byte("sandbox: on\nstate_dir: "+filepath.Join(dir, "state")+"\n"), 0o644); err != nil {
+		return err
+	}
 	cmds := map[string]func(id string) *exec.Cmd{
 		"runc run": func(id string) *exec.Cmd {
 			return exec.Command(runcPath, "--root", filepath.Join(dir, "runc-root"), "run", "--bundle", bundle, id)
@@ -57,16 +61,19 @@ func run(moat, runc string, n int) error {
 		"moat run (sandbox off)": func(id string) *exec.Cmd {
 			return exec.Command(moat, "--root", filepath.Join(dir, "moat-root"), "--config", cfg, "run", "--bundle", bundle, id)
 		},
+		// The sandbox with the embedded default policy: no network section,
+		// so moat-init applies Landlock, seccomp and the identity only.
+		"moat run (sandbox on)": func(id string) *exec.Cmd {
+			return exec.Command(moat, "--root", filepath.Join(dir, "moat-root"), "--config", sbCfg, "run", "--bundle", bundle, id)
+		},
 	}
-	names := []string{"runc run", "moat run (sandbox off)"}
+	names := []string{"runc run", "moat run (sandbox off)", "moat run (sandbox on)"}
 	times := map[string][]time.Duration{}
-	// One warm-up run each, then n interleaved runs, alternating which
-	// runtime goes first so drift on a noisy machine hits both alike.
+	// One warm-up run each, then n interleaved runs, rotating which
+	// runtime goes first so drift on a noisy machine hits all alike.
 	for i := -1; i < n; i++ {
-		order := names
-		if i%2 == 1 {
-			order = []string{names[1], names[0]}
-		}
+		k := (i + len(names)) % len(names)
+		order := append(slices.Clone(names[k:]), names[:k]...)
 		for _, name := range order {
 			cmd := cmds[name](fmt.Sprintf("bench-%d-%d", os.Getpid(), len(times[name])+i*10+100))
 			start := time.Now()
@@ -85,14 +92,16 @@ func run(moat, runc string, n int) error {
 		d := times[name]
 		fmt.Printf("%-24s %10s %10s %10s %7.2fx\n", name, ms(median(d)), ms(pct(d, 10)), ms(pct(d, 90)), float64(median(d))/float64(base))
 	}
-	// Spread of the ratio: the p10..p90 of run-by-run ratios.
-	var ratios []float64
-	for i := range times[names[0]] {
-		ratios = append(ratios, float64(times[names[1]][i])/float64(times[names[0]][i]))
+	// Spread of each ratio: the p10..p90 of run-by-run ratios.
+	for _, name := range names[1:] {
+		var ratios []float64
+		for i := range times[names[0]] {
+			ratios = append(ratios, float64(times[name][i])/float64(times[names[0]][i]))
+		}
+		slices.Sort(ratios)
+		fmt.Printf("pairwise ratio %s / runc: median %.2fx, p10 %.2fx, p90 %.2fx\n", name,
+			ratios[len(ratios)/2], ratios[len(ratios)*10/100], ratios[len(ratios)*90/100])
 	}
-	slices.Sort(ratios)
-	fmt.Printf("pairwise ratio moat/runc: median %.2fx, p10 %.2fx, p90 %.2fx\n",
-		ratios[len(ratios)/2], ratios[len(ratios)*10/100], ratios[len(ratios)*90/100])
 	return nil
 }
 

@@ -21,7 +21,7 @@ func runtimeCmd(args []string, stdout, stderr io.Writer) int {
 	app.Version = version
 	app.Writer, app.ErrWriter = stdout, stderr
 	app.Flags = globalFlags
-	app.Commands = append(commands(), policyCommand(stdout, stderr), versionCommand)
+	app.Commands = append(commands(), boxCommand, policyCommand(stdout, stderr), versionCommand)
 	cli.VersionPrinter = func(ctx *cli.Context) { printVersion(ctx.App.Writer) }
 	app.Before = func(ctx *cli.Context) error {
 		rt, err := newRuntime(ctx)

@@ -29,6 +29,19 @@ func TestDockerRunsMoat(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startContainerd(t, dir)
+	sandboxBinaries(t)
+	sbDir := filepath.Join(dir, "sandbox")
+	if err := os.MkdirAll(sbDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sbPolicy := filepath.Join(sbDir, "policy.yaml")
+	sbConfig := filepath.Join(sbDir, "config.yaml")
+	if err := os.WriteFile(sbPolicy, []byte(sandboxPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sbConfig, []byte(fmt.Sprintf("sandbox: on\nstate_dir: %s\n", filepath.Join(sbDir, "state"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	sock := filepath.Join(dir, "docker.sock")
 	execRoot := filepath.Join(dir, "exec")
@@ -42,7 +55,8 @@ func TestDockerRunsMoat(t *testing.T) {
 		"iptables":   false,
 		"ip-forward": false,
 		"runtimes": map[string]any{
-			"moat": map[string]any{"path": bin, "runtimeArgs": []string{"--config", cfg}},
+			"moat":         map[string]any{"path": bin, "runtimeArgs": []string{"--config", cfg}},
+			"moat-sandbox": map[string]any{"path": bin, "runtimeArgs": []string{"--config", sbConfig, "--policy", sbPolicy}},
 		},
 	})
 	daemonFile := filepath.Join(dir, "daemon.json")
@@ -148,5 +162,39 @@ func TestDockerRunsMoat(t *testing.T) {
 			t.Errorf("container still in moat's root after docker rm: %s", out)
 		}
 		assertNoCgroup(t, full)
+	})
+
+	// The sandbox on, with the policy from runtimeArgs: Docker's own
+	// seccomp profile and capabilities are applied by moat-init, under
+	// moat's filter, Landlock and the policy user, in run and exec alike.
+	t.Run("sandbox", func(t *testing.T) {
+		out, code := docker("run", "--rm", "--runtime", "moat-sandbox", "--network", "none", dockerImage,
+			"sh", "-c", "id -un; mkdir /tmp/d && echo tmp-ok; cat /etc/shadow 2>&1; unshare -U true 2>&1; echo rc=$?")
+		for _, want := range []string{"sandbox\n", "tmp-ok", "rc=1"} {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("docker run: exit %d, output %q lacks %q", code, out, want)
+			}
+		}
+		name := fmt.Sprintf("moat-dkr-sb-%d", time.Now().UnixNano())
+		if out, code := docker("run", "-d", "--name", name, "--runtime", "moat-sandbox", "--network", "none", dockerImage, "sleep", "300"); code != 0 {
+			t.Fatalf("docker run -d: %s", out)
+		}
+		if out, code := docker("exec", name, "sh", "-c", "id -un; touch /home/sandbox/x 2>&1; exit 3"); code != 3 ||
+			!strings.Contains(out, "sandbox") || !strings.Contains(out, "Permission denied") {
+			t.Errorf("docker exec: exit %d, %q", code, out)
+		}
+		// moat-init is PID 1 and forwards SIGTERM, so sleep stops at once.
+		if out, code := docker("stop", "-t", "10", name); code != 0 {
+			t.Fatalf("docker stop: %s", out)
+		}
+		if out, _ := docker("inspect", "-f", "{{.State.ExitCode}}", name); strings.TrimSpace(out) != "143" {
+			t.Errorf("exit code after stop = %q, want 143 (SIGTERM forwarded to sleep)", out)
+		}
+		if out, code := docker("rm", name); code != 0 {
+			t.Errorf("docker rm: %s", out)
+		}
+		if entries, _ := os.ReadDir(filepath.Join(sbDir, "state", "sandboxes")); len(entries) != 0 {
+			t.Errorf("sandbox state left after docker rm: %d entries", len(entries))
+		}
 	})
 }
