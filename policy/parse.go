@@ -68,6 +68,10 @@ func (r *reader) document(data []byte) *Policy {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = resolve(root.Content[0])
 	}
+	if isNull(root) || (root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
+		r.errorf(nil, "", "empty policy document")
+		return nil
+	}
 	fields, ok := r.mapping(root, "", "version", "filesystem_policy", "landlock", "process",
 		"network_policies", "credentials", "inference", "ports")
 	if !ok {
