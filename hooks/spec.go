@@ -38,6 +38,11 @@ var (
 	ErrSeccompNotify = errors.New("seccomp profiles with a notify listener (SCMP_ACT_NOTIFY or linux.seccomp.listenerPath) are not supported by moat: " +
 		"moat-init loads the container's filter itself and cannot pass the listener fd to the seccomp agent")
 	// ErrAlreadyRewritten: the spec already runs moat-init.
+	// ErrNoMountNamespace: without a mount namespace, the bind mounts of
+	// moat-init and its plan would be made in the host's mount namespace
+	// and outlive the container.
+	ErrNoMountNamespace = errors.New("the sandbox needs a mount namespace (linux.namespaces has no mount namespace): " +
+		"moat-init and its plan are bind-mounted into the container's root filesystem")
 	ErrAlreadyRewritten = errors.New("the spec is already rewritten for moat (process.args starts with " + confine.InitPath + ")")
 )
 
@@ -192,13 +197,20 @@ func check(spec *specs.Spec, in RewriteInput) error {
 	return nil
 }
 
-// CheckSandboxable refuses the specs moat cannot sandbox yet: user
-// namespaces (ErrUserNamespace) and seccomp notify listeners
-// (ErrSeccompNotify).
+// CheckSandboxable refuses the specs moat cannot sandbox: no mount
+// namespace (ErrNoMountNamespace), user namespaces (ErrUserNamespace) and
+// seccomp notify listeners (ErrSeccompNotify).
 func CheckSandboxable(spec *specs.Spec) error {
 	l := spec.Linux
 	if l == nil {
-		return nil
+		return ErrNoMountNamespace
+	}
+	mountNS := false
+	for _, ns := range l.Namespaces {
+		mountNS = mountNS || ns.Type == specs.MountNamespace
+	}
+	if !mountNS {
+		return ErrNoMountNamespace
 	}
 	if len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0 {
 		return ErrUserNamespace

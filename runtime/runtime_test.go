@@ -19,19 +19,22 @@ import (
 func TestPrepareSandboxRefusals(t *testing.T) {
 	cfg := policy.DefaultConfig()
 	cfg.StateDir = t.TempDir()
+	mountNS := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
 	tests := []struct {
 		name  string
 		spec  *specs.Spec
 		want  error
 		match string
 	}{
+		{"no mount namespace", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
+			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}}}, hooks.ErrNoMountNamespace, ""},
 		{"user namespace", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
-			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace}}}}, hooks.ErrUserNamespace, ""},
+			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.UserNamespace}}}}, hooks.ErrUserNamespace, ""},
 		{"notify listener", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
-			Linux: &specs.Linux{Seccomp: &specs.LinuxSeccomp{DefaultAction: specs.ActNotify}}}, hooks.ErrSeccompNotify, ""},
-		{"invalid policy", &specs.Spec{Process: &specs.Process{Args: []string{"true"}},
+			Linux: &specs.Linux{Namespaces: mountNS, Seccomp: &specs.LinuxSeccomp{DefaultAction: specs.ActNotify}}}, hooks.ErrSeccompNotify, ""},
+		{"invalid policy", &specs.Spec{Process: &specs.Process{Args: []string{"true"}}, Linux: &specs.Linux{Namespaces: mountNS},
 			Annotations: map[string]string{policy.AnnotationPolicy: "version: 2\n"}}, nil, "unsupported version 2"},
-		{"no process", &specs.Spec{}, nil, "no process"},
+		{"no process", &specs.Spec{Linux: &specs.Linux{Namespaces: mountNS}}, nil, "no process"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
