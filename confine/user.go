@@ -39,8 +39,11 @@ func parseID(s string) (uint32, bool) {
 	return uint32(n), true
 }
 
-func parsePasswd(data []byte) []passwdEntry {
-	var out []passwdEntry
+// records returns the colon-separated records of an /etc/passwd or
+// /etc/group file that have at least minFields fields and a name, skipping
+// blank lines and comments.
+func records(data []byte, minFields int) [][]string {
+	var out [][]string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -49,9 +52,17 @@ func parsePasswd(data []byte) []passwdEntry {
 			continue
 		}
 		f := strings.Split(line, ":")
-		if len(f) < 7 || f[0] == "" {
+		if len(f) < minFields || f[0] == "" {
 			continue
 		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func parsePasswd(data []byte) []passwdEntry {
+	var out []passwdEntry
+	for _, f := range records(data, 7) {
 		uid, ok1 := parseID(f[2])
 		gid, ok2 := parseID(f[3])
 		if !ok1 || !ok2 {
@@ -64,17 +75,7 @@ func parsePasswd(data []byte) []passwdEntry {
 
 func parseGroup(data []byte) []groupEntry {
 	var out []groupEntry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Split(line, ":")
-		if len(f) < 4 || f[0] == "" {
-			continue
-		}
+	for _, f := range records(data, 4) {
 		gid, ok := parseID(f[2])
 		if !ok {
 			continue
