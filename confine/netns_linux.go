@@ -2,25 +2,37 @@ package confine
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// joinNetNS moves every thread into the network namespace open at ns.FD,
-// closes the fd (the program must not inherit it) and checks that the
+// nsfsMagic is NSFS_MAGIC, the filesystem of namespace files.
+const nsfsMagic = 0x6e736673
+
+// joinNetNS moves every thread into the planned network namespace, closes
+// the fd it came from (the program must not inherit it) and checks that the
 // thread's namespace now has the planned inode. Any mismatch fails the
 // start: running the program in the wrong namespace would bypass the proxy.
 func joinNetNS(ns *NetNS) error {
-	defer unix.Close(ns.FD)
+	fd := ns.FD
+	if fd == 0 {
+		var err error
+		if fd, err = findNetNS(ns.Inode); err != nil {
+			return err
+		}
+	}
+	defer unix.Close(fd)
 	var st unix.Stat_t
-	if err := unix.Fstat(ns.FD, &st); err != nil {
-		return fmt.Errorf("netns fd %d: %w", ns.FD, err)
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("netns fd %d: %w", fd, err)
 	}
 	if st.Ino != ns.Inode {
-		return fmt.Errorf("netns fd %d has inode %d, the plan expects %d", ns.FD, st.Ino, ns.Inode)
+		return fmt.Errorf("netns fd %d has inode %d, the plan expects %d", fd, st.Ino, ns.Inode)
 	}
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_SETNS, uintptr(ns.FD), unix.CLONE_NEWNET, 0); errno != 0 {
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_SETNS, uintptr(fd), unix.CLONE_NEWNET, 0); errno != 0 {
 		return fmt.Errorf("setns into the sandbox network namespace: %w", errno)
 	}
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
@@ -30,4 +42,33 @@ func joinNetNS(ns *NetNS) error {
 		return fmt.Errorf("after setns the network namespace has inode %d, the plan expects %d", st.Ino, ns.Inode)
 	}
 	return nil
+}
+
+// findNetNS returns the inherited fd above 2 that is a namespace file with
+// the given inode. Other inherited fds (the engine's preserved fds) are left
+// alone.
+func findNetNS(inode uint64) (int, error) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return -1, fmt.Errorf("find the sandbox network namespace fd: %w", err)
+	}
+	names, err := d.Readdirnames(-1)
+	dirfd := int(d.Fd())
+	d.Close()
+	if err != nil {
+		return -1, fmt.Errorf("find the sandbox network namespace fd: %w", err)
+	}
+	for _, name := range names {
+		fd, err := strconv.Atoi(name)
+		if err != nil || fd < 3 || fd == dirfd {
+			continue
+		}
+		var st unix.Stat_t
+		var fs unix.Statfs_t
+		if unix.Fstat(fd, &st) != nil || st.Ino != inode || unix.Fstatfs(fd, &fs) != nil || fs.Type != nsfsMagic {
+			continue
+		}
+		return fd, nil
+	}
+	return -1, fmt.Errorf("no inherited fd is the sandbox network namespace (inode %d)", inode)
 }

@@ -73,9 +73,12 @@ type Plan struct {
 }
 
 // NetNS names the network namespace moat-init joins: an fd it inherits (never
-// a path the agent could see) and the nsfs inode that fd must have.
+// a path the agent could see) and the nsfs inode that fd must have. FD 0
+// means "whichever inherited fd above 2 is that namespace": the runtime
+// appends the fd after the engine's preserved fds, whose count differs
+// between the first process and each exec.
 type NetNS struct {
-	FD    int    `json:"fd"`
+	FD    int    `json:"fd,omitempty"`
 	Inode uint64 `json:"inode"`
 }
 
@@ -126,8 +129,8 @@ func (p *Plan) Validate() error {
 	default:
 		return fmt.Errorf("plan: unknown mode %q (expected %s or %s)", p.Mode, ModeReap, ModeExec)
 	}
-	if p.NetNS != nil && (p.NetNS.FD < 3 || p.NetNS.Inode == 0) {
-		return fmt.Errorf("plan: netns needs an inherited fd above 2 and an inode, got fd %d inode %d", p.NetNS.FD, p.NetNS.Inode)
+	if p.NetNS != nil && ((p.NetNS.FD != 0 && p.NetNS.FD < 3) || p.NetNS.Inode == 0) {
+		return fmt.Errorf("plan: netns needs an inherited fd above 2 (or 0 to find it) and an inode, got fd %d inode %d", p.NetNS.FD, p.NetNS.Inode)
 	}
 	if p.Landlock != nil {
 		switch p.Landlock.Compatibility {

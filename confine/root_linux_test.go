@@ -582,7 +582,24 @@ func TestRootNetNS(t *testing.T) {
 		t.Errorf("the netns fd leaked into the program: %v", r)
 	}
 
-	plan.NetNS.Inode = st.Ino + 1
+	// FD 0: moat-init finds the namespace among its inherited fds, here
+	// behind an unrelated one.
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	plan.NetNS = &NetNS{Inode: st.Ino}
+	r = runInit(t, plan, []string{rootEnv.helper, "netns"}, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{devnull, ns} })
+	if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprint(st.Ino) {
+		t.Errorf("netns found by inode: want inode %d, got %v", st.Ino, r)
+	}
+	r = runInit(t, plan, []string{rootEnv.helper, "netns"}, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{devnull} })
+	if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "no inherited fd") {
+		t.Errorf("netns fd missing: want a refusal before the program runs, got %v", r)
+	}
+
+	plan.NetNS = &NetNS{FD: 3, Inode: st.Ino + 1}
 	r = runInit(t, plan, []string{rootEnv.helper, "netns"}, withFD)
 	if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "inode") {
 		t.Errorf("wrong inode: want a refusal before the program runs, got %v", r)

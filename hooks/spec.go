@@ -64,10 +64,12 @@ type RewriteInput struct {
 	// Mode is policy.InitReap or policy.InitExec (the dev.moat.init
 	// annotation, policy.AnnotatedInitMode); "" means reap.
 	Mode string
-	// NetNS is reserved for the network issue: the inner netns fd
-	// moat-init inherits and its inode. It makes the init keep
-	// CAP_SYS_ADMIN for the setns.
+	// NetNS is the inner netns moat-init joins (an inherited fd, found by
+	// its inode). It makes the init keep CAP_SYS_ADMIN for the setns.
 	NetNS *confine.NetNS
+	// Proxy is the sandbox proxy's URL ("http://10.200.0.1:3128"); it sets
+	// the proxy environment. "" when the sandbox has no egress.
+	Proxy string
 	// TrustMounts is reserved for the network issue: read-only bind
 	// mounts of the CA files under CATrustDir, appended as given.
 	TrustMounts []specs.Mount
@@ -88,8 +90,9 @@ type RewriteInput struct {
 //     itself with Landlock; no inheritable or ambient capabilities;
 //   - bind-mounts moat-init at /.moat/init and the plan at /.moat/plan.json,
 //     read-only (and TrustMounts, when given);
-//   - adds MOAT_SANDBOX=1 to the environment and, when the policy sets the
-//     user, HOME and USER of that user.
+//   - adds MOAT_SANDBOX=1 to the environment, the proxy variables when the
+//     sandbox has a proxy, and, when the policy sets the user, HOME and
+//     USER of that user.
 //
 // It refuses user-namespaced specs (ErrUserNamespace) and seccomp notify
 // listeners (ErrSeccompNotify). With `sandbox: off` in the admin config it
@@ -255,8 +258,25 @@ func policySetsUser(p *policy.Policy) bool {
 	return p != nil && p.Process != nil && (p.Process.RunAsUser != "" || p.Process.RunAsGroup != "")
 }
 
+// NoProxy is what the sandbox never sends to the proxy.
+const NoProxy = "127.0.0.1,localhost,::1"
+
+// ProxyEnv is the environment that points programs at the proxy.
+func ProxyEnv(proxy string) []string {
+	return []string{
+		"HTTP_PROXY=" + proxy, "HTTPS_PROXY=" + proxy, "ALL_PROXY=" + proxy,
+		"http_proxy=" + proxy, "https_proxy=" + proxy, "all_proxy=" + proxy,
+		"grpc_proxy=" + proxy,
+		"NO_PROXY=" + NoProxy, "no_proxy=" + NoProxy,
+		"NODE_USE_ENV_PROXY=1",
+	}
+}
+
 func envOverrides(in RewriteInput, id confine.Identity) []string {
 	env := []string{SandboxEnv}
+	if in.Proxy != "" {
+		env = append(env, ProxyEnv(in.Proxy)...)
+	}
 	if policySetsUser(in.Policy) {
 		if id.Home != "" {
 			env = append(env, "HOME="+id.Home)

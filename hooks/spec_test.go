@@ -326,3 +326,39 @@ func TestRewriteRefusals(t *testing.T) {
 		})
 	}
 }
+
+func TestRewriteProxyEnv(t *testing.T) {
+	in := testInput()
+	out, plan, err := Rewrite(testSpec(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range out.Process.Env {
+		if strings.HasPrefix(e, "HTTP_PROXY=") {
+			t.Errorf("no proxy, yet %s", e)
+		}
+	}
+	in.Proxy = "http://10.200.0.5:3128"
+	in.NetNS = &confine.NetNS{Inode: 4026532000}
+	out, plan, err = Rewrite(testSpec(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"HTTP_PROXY=http://10.200.0.5:3128", "https_proxy=http://10.200.0.5:3128", "grpc_proxy=http://10.200.0.5:3128",
+		"NO_PROXY=127.0.0.1,localhost,::1", "NODE_USE_ENV_PROXY=1", "MOAT_SANDBOX=1",
+	}
+	for _, w := range want {
+		if !slices.Contains(out.Process.Env, w) {
+			t.Errorf("spec env lacks %s: %v", w, out.Process.Env)
+		}
+		// exec'd processes get their environment from the engine, so the
+		// plan carries the same variables.
+		if !slices.Contains(plan.Env, w) {
+			t.Errorf("plan env lacks %s: %v", w, plan.Env)
+		}
+	}
+	if plan.NetNS == nil || plan.NetNS.FD != 0 || plan.NetNS.Inode != 4026532000 {
+		t.Errorf("plan netns %+v", plan.NetNS)
+	}
+}

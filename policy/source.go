@@ -40,6 +40,9 @@ type Resolved struct {
 	// Path is the file read; "" for the inline annotation and the
 	// embedded default.
 	Path string
+	// Data is the document as read (the sidecar reloads it); nil for the
+	// embedded default.
+	Data []byte
 	// Shadowed describes the lower-precedence sources that were also set
 	// and are not used.
 	Shadowed []string
@@ -136,7 +139,7 @@ func Resolve(cfg *Config, annotations map[string]string, flagPolicy string, ld L
 	if err != nil {
 		return nil, fmt.Errorf("policy from %s: %w", win.desc, err)
 	}
-	res.Policy, res.Warnings = p, warnings
+	res.Policy, res.Warnings, res.Data = p, warnings, data
 	return res, nil
 }
 

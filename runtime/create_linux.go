@@ -80,15 +80,18 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	var netns *os.File
 	if cfg.Sandbox {
 		bundle, err := os.Getwd()
 		if err != nil {
 			return -1, err
 		}
-		spec, err = prepareSandbox(SandboxRequest{ID: o.ID, Root: r.Root, Bundle: bundle, Spec: spec, Config: cfg, PolicyFlag: r.PolicyPath, UserRoot: o.userRoot})
+		p, err := prepareSandbox(SandboxRequest{ID: o.ID, Root: r.Root, Bundle: bundle, Spec: spec, Config: cfg, PolicyFlag: r.PolicyPath, UserRoot: o.userRoot})
 		if err != nil {
 			return -1, err
 		}
+		spec, netns = p.spec, p.netns
+		defer netns.Close()
 	}
 	forget := func() {
 		if cfg.Sandbox {
@@ -116,6 +119,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		pidFile:       pidFile,
 		inherit:       socketActivationFiles(),
 		preserveFDs:   o.PreserveFDs,
+		netns:         netns,
 	}
 	return l.execute()
 }

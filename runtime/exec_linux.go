@@ -77,8 +77,13 @@ func (r *Runtime) Exec(o ExecOpts) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	var netns *os.File
 	if sandboxed(cfg, r.Root, o.ID) {
 		sandboxExec(c, proc)
+		if netns, err = openInnerNetNS(cfg, r.Root, o.ID); err != nil {
+			return -1, err
+		}
+		defer netns.Close()
 	}
 	cgroupPaths, err := parseCgroupArgs(o.Cgroups)
 	if err != nil {
@@ -93,6 +98,7 @@ func (r *Runtime) Exec(o ExecOpts) (int, error) {
 		pidFile:       pidFile,
 		preserveFDs:   o.PreserveFDs,
 		cgroupPaths:   cgroupPaths,
+		netns:         netns,
 	}
 	return l.execute()
 }

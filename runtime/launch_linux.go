@@ -52,6 +52,9 @@ type launch struct {
 	// inherit are files passed on by socket activation.
 	inherit     []*os.File
 	preserveFDs int
+	// netns, when set, is the sandbox's inner network namespace, passed
+	// after every other file; moat-init finds it by inode.
+	netns *os.File
 	// cgroupPaths are exec --cgroup's sub-cgroups, by controller.
 	cgroupPaths map[string]string
 }
@@ -151,6 +154,9 @@ func (l *launch) passFiles(p *libcontainer.Process) error {
 			return fmt.Errorf("--preserve-fds=%d: fd %d is not open: %w", l.preserveFDs, fd, err)
 		}
 		p.ExtraFiles = append(p.ExtraFiles, os.NewFile(uintptr(fd), "preserved fd "+strconv.Itoa(fd)))
+	}
+	if l.netns != nil {
+		p.ExtraFiles = append(p.ExtraFiles, l.netns)
 	}
 	return nil
 }

@@ -35,13 +35,22 @@ type SandboxRequest struct {
 	UserRoot string
 }
 
+// prepared is a container's sandbox, ready for libcontainer.
+type prepared struct {
+	spec *specs.Spec
+	// netns is the inner network namespace the container's init inherits
+	// (moat-init finds it by inode and joins it).
+	netns *os.File
+}
+
 // prepareSandbox turns the engine's spec into the spec libcontainer runs:
 // it resolves the container's policy, derives the confinement plan
-// (identity, Landlock rules, seccomp programs) and rewrites the spec so
-// that the process starts under moat-init, which applies the plan. The plan
-// is written under the admin config's state directory (sandboxDir); on
-// error nothing is left behind.
-func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
+// (identity, Landlock rules, seccomp programs), gives the container its
+// network sandbox (setupNetwork) and rewrites the spec so that the process
+// starts under moat-init, which applies the plan. The plan is written under
+// the admin config's state directory (sandboxDir); on error nothing is left
+// behind.
+func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 	spec := req.Spec
 	if err := hooks.CheckSandboxable(spec); err != nil {
 		return nil, err
@@ -104,6 +113,22 @@ func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
 			os.RemoveAll(dir)
 		}
 	}()
+	key := filepath.Base(dir)
+	sn, err := setupNetwork(req, res, key)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			sn.inner.Close()
+			if err := leaveNetwork(req.Config, sn.dir, key, req.ID); err != nil {
+				logrus.Warnf("undo network sandbox: %v", err)
+			}
+		}
+	}()
+	if err := os.WriteFile(filepath.Join(dir, networkLink), []byte(sn.dir), 0o600); err != nil {
+		return nil, fmt.Errorf("record the sandbox network: %w", err)
+	}
 	planPath := filepath.Join(dir, "plan.json")
 	out, cplan, err := hooks.Rewrite(spec, hooks.RewriteInput{
 		Policy:           pol,
@@ -114,6 +139,8 @@ func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
 		InitPath:         initPath,
 		PlanPath:         planPath,
 		Mode:             mode,
+		NetNS:            &confine.NetNS{Inode: sn.inode},
+		Proxy:            sn.proxy,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rewrite spec: %w", err)
@@ -121,9 +148,13 @@ func prepareSandbox(req SandboxRequest) (_ *specs.Spec, retErr error) {
 	if err := confine.WritePlan(planPath, cplan); err != nil {
 		return nil, err
 	}
-	logrus.WithFields(logrus.Fields{"id": req.ID, "policy": res.Description}).Debug("sandbox prepared")
-	return out, nil
+	logrus.WithFields(logrus.Fields{"id": req.ID, "policy": res.Description, "network": sn.dir}).Debug("sandbox prepared")
+	return &prepared{spec: out, netns: sn.inner}, nil
 }
+
+// networkLink, in a container's sandbox directory, names the network
+// directory of its sandbox.
+const networkLink = "network"
 
 // sandboxDir is where moat keeps a sandboxed container's own files (the
 // confinement plan moat-init reads), keyed by the runtime root and the
@@ -140,12 +171,23 @@ func sandboxed(cfg *policy.Config, root, id string) bool {
 	return err == nil
 }
 
-// removeSandbox deletes a container's sandbox files; it is idempotent.
+// removeSandbox takes a container out of its network sandbox (tearing the
+// sandbox down with its last member) and deletes the container's sandbox
+// files; it is idempotent.
 func removeSandbox(cfg *policy.Config, root, id string) error {
-	if err := os.RemoveAll(sandboxDir(cfg, root, id)); err != nil {
-		return fmt.Errorf("remove sandbox state: %w", err)
+	dir := sandboxDir(cfg, root, id)
+	var errs []error
+	if netDir, err := os.ReadFile(filepath.Join(dir, networkLink)); err == nil {
+		if err := leaveNetwork(cfg, string(netDir), filepath.Base(dir), id); err != nil {
+			errs = append(errs, fmt.Errorf("remove network sandbox: %w", err))
+		}
 	}
-	return nil
+	if len(errs) == 0 {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove sandbox state: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sandboxExecArgs returns the argv of a process exec'd into a sandboxed

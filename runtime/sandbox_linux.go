@@ -1,6 +1,12 @@
 package runtime
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/moatsandbox/moat/hooks"
+	"github.com/moatsandbox/moat/policy"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -19,6 +25,22 @@ func (r *Runtime) forgetSandbox(id string) {
 	if err := removeSandbox(cfg, r.Root, id); err != nil {
 		logrus.Warn(err)
 	}
+}
+
+// openInnerNetNS opens the inner network namespace of a sandboxed
+// container, for an exec'd process's moat-init to join: exec'd processes
+// land there even when the spec has no network namespace entry (host
+// networking), which libcontainer alone would not join.
+func openInnerNetNS(cfg *policy.Config, root, id string) (*os.File, error) {
+	netDir, err := os.ReadFile(filepath.Join(sandboxDir(cfg, root, id), networkLink))
+	if err != nil {
+		return nil, fmt.Errorf("container %s: its network sandbox is unknown: %w", id, err)
+	}
+	f, err := os.Open(filepath.Join(string(netDir), hooks.InnerNetNSFile))
+	if err != nil {
+		return nil, fmt.Errorf("container %s: open its network sandbox: %w", id, err)
+	}
+	return f, nil
 }
 
 // sandboxExec makes p, a process exec'd into a sandboxed container, start

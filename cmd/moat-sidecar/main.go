@@ -1,7 +1,8 @@
 // Command moat-sidecar is moat's per-sandbox supervisor. It links the OPA
 // policy engine, so the policy commands that need a decision engine run
-// here; `moat policy check` forwards to it. The egress proxy arrives with
-// the network sandbox.
+// here; `moat policy check` forwards to it. `moat create` starts one
+// `moat-sidecar serve` per sandbox, inside the sandbox's outer network
+// namespace (package sidecar).
 package main
 
 import (
@@ -14,6 +15,8 @@ const usage = `moat-sidecar: moat's per-sandbox supervisor
 
 Usage:
   moat-sidecar policy check FILE [flags]   decide one connection or request (see 'moat policy help')
+  moat-sidecar serve --config FILE [--ready-fd]
+                                           serve one sandbox (started by moat create)
 `
 
 func main() {
@@ -23,6 +26,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 2 && args[0] == "policy" && args[1] == "check" {
 		return check(args[2:], stdout, stderr)
+	}
+	if len(args) >= 1 && args[0] == "serve" {
+		return serve(args[1:], stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return 2

@@ -21,7 +21,7 @@ func runtimeCmd(args []string, stdout, stderr io.Writer) int {
 	app.Version = version
 	app.Writer, app.ErrWriter = stdout, stderr
 	app.Flags = globalFlags
-	app.Commands = append(commands(), boxCommand, policyCommand(stdout, stderr), versionCommand)
+	app.Commands = append(commands(), boxCommand, policyCommand(stdout, stderr), denialsCommand(stdout), versionCommand)
 	cli.VersionPrinter = func(ctx *cli.Context) { printVersion(ctx.App.Writer) }
 	app.Before = func(ctx *cli.Context) error {
 		rt, err := newRuntime(ctx)
@@ -164,7 +164,8 @@ func policyCommand(stdout, stderr io.Writer) cli.Command {
 		Usage:           "validate policies and decide connections against them (moat policy help)",
 		SkipFlagParsing: true,
 		Action: func(ctx *cli.Context) error {
-			return exitWith(policyCmd(ctx.Args(), stdout, stderr))
+			rt, _ := ctx.App.Metadata[runtimeKey].(*runtime.Runtime)
+			return exitWith(policyCmd(ctx.Args(), stdout, stderr, rt))
 		},
 	}
 }

@@ -26,6 +26,9 @@ Usage:
                                       (run 'moat help' for the list)
   moat policy validate FILE...        check policy files (exit 0 valid, 1 invalid)
   moat policy check FILE [flags]      decide one connection or request against a policy
+  moat policy show ID                 print the network policy a sandbox enforces
+  moat policy apply ID FILE           swap a running sandbox's network policy
+  moat denials ID [--json] [--follow] print a sandbox's refused connections
   moat version                        print the version
 
 Run 'moat policy' for the policy commands' flags.
@@ -55,7 +58,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "policy":
-		return policyCmd(args[1:], stdout, stderr)
+		// show and apply talk to a running sandbox, found with the global
+		// options (--config); the others need none.
+		if len(args) < 2 || (args[1] != "show" && args[1] != "apply") {
+			return policyCmd(args[1:], stdout, stderr, nil)
+		}
 	case "version", "--version", "-v":
 		printVersion(stdout)
 		return 0

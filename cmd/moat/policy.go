@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/moatsandbox/moat/policy"
+	"github.com/moatsandbox/moat/runtime"
+	"github.com/moatsandbox/moat/sidecar/control"
 )
 
 const policyUsage = `Usage:
@@ -21,9 +23,20 @@ const policyUsage = `Usage:
                     --host HOST --port N [--method M --path P] [--json]
       Decide one connection (or, with --method and --path, one HTTP request)
       as the sandbox's proxy would. Exit 0 allow, 1 deny, 2 bad input.
+
+  moat policy show ID
+      Print the network policy container ID's sandbox enforces now, and
+      where it came from.
+
+  moat policy apply ID FILE
+      Validate FILE and swap it in as the sandbox's network policy, without
+      restarting anything. An invalid file is refused and the policy in
+      force stays; open tunnels the new policy no longer allows are closed.
+      Filesystem, process and Landlock sections cannot change while the
+      container runs and are ignored. Exit 0 applied, 1 refused.
 `
 
-func policyCmd(args []string, stdout, stderr io.Writer) int {
+func policyCmd(args []string, stdout, stderr io.Writer, rt *runtime.Runtime) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, policyUsage)
 		return 2
@@ -33,6 +46,12 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "check":
 		return forwardToSidecar(append([]string{"policy"}, args...), stderr)
+	case "show", "apply":
+		if rt == nil {
+			fmt.Fprintln(stderr, "moat policy: internal error: no runtime options")
+			return 2
+		}
+		return livePolicy(rt, args, stdout, stderr)
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, policyUsage)
 		return 0
@@ -107,4 +126,66 @@ func sidecarBinary() (string, error) {
 		return "", fmt.Errorf("moat-sidecar not found beside moat or in PATH: %w", err)
 	}
 	return p, nil
+}
+
+// livePolicy runs `moat policy show ID` and `moat policy apply ID FILE`
+// against the sandbox's sidecar.
+func livePolicy(rt *runtime.Runtime, args []string, stdout, stderr io.Writer) int {
+	op := args[0]
+	want := map[string]int{"show": 2, "apply": 3}[op]
+	if len(args) != want {
+		fmt.Fprintf(stderr, "moat policy %s: wrong arguments\n\n%s", op, policyUsage)
+		return 2
+	}
+	info, err := rt.Sandbox(args[1])
+	if err != nil {
+		fmt.Fprintf(stderr, "moat policy %s: %v\n", op, err)
+		return 1
+	}
+	if info.Sidecar == nil {
+		fmt.Fprintf(stderr, "moat policy %s: container %s has no network egress (no sidecar); its policy is fixed at create\n", op, args[1])
+		return 1
+	}
+	req := control.Request{Op: control.OpShow}
+	if op == "apply" {
+		data, err := os.ReadFile(args[2])
+		if err != nil {
+			fmt.Fprintf(stderr, "moat policy apply: %v\n", err)
+			return 1
+		}
+		// Validate here first, so that errors print with positions even
+		// when the sidecar is down.
+		_, warnings, err := policy.Parse(args[2], data)
+		var perr *policy.Error
+		if errors.As(err, &perr) {
+			for _, d := range perr.Diagnostics {
+				fmt.Fprintln(stderr, d)
+			}
+			fmt.Fprintf(stderr, "moat policy apply: %s is invalid; the policy in force is unchanged\n", args[2])
+			return 1
+		} else if err != nil {
+			fmt.Fprintf(stderr, "moat policy apply: %v\n", err)
+			return 1
+		}
+		for _, d := range warnings {
+			fmt.Fprintln(stderr, d)
+		}
+		req = control.Request{Op: control.OpApply, Policy: string(data), Name: args[2]}
+	}
+	resp, err := control.Call(info.Sidecar.Socket, req)
+	if err != nil {
+		fmt.Fprintf(stderr, "moat policy %s: %v\n", op, err)
+		return 1
+	}
+	if op == "apply" {
+		fmt.Fprintf(stdout, "applied %s to %s (revision %d, %d tunnels closed)\n", args[2], args[1], resp.Revision, resp.Closed)
+		return 0
+	}
+	fmt.Fprintf(stdout, "# policy of %s: %s (revision %d)\n", args[1], resp.Source, resp.Revision)
+	if resp.Policy == "" {
+		fmt.Fprintln(stdout, "# moat's embedded default policy")
+		return 0
+	}
+	io.WriteString(stdout, resp.Policy)
+	return 0
 }

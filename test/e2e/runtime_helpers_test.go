@@ -61,6 +61,7 @@ type moatEnv struct {
 	bin    string
 	root   string
 	config string
+	logDir string // the sandbox's log_dir (sandbox on)
 }
 
 func newMoatEnv(t *testing.T) *moatEnv {

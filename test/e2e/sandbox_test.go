@@ -36,8 +36,8 @@ var (
 	probeBin       string
 )
 
-// sandboxBinaries builds moat-init beside the runtime binary (where moat
-// looks for it) and the syscall probe the confinement tests run inside
+// sandboxBinaries builds moat-init and links moat-sidecar beside the
+// runtime binary (where moat looks for them), and builds the syscall probe the confinement tests run inside
 // containers, both static.
 func sandboxBinaries(t *testing.T) {
 	t.Helper()
@@ -55,6 +55,8 @@ func sandboxBinaries(t *testing.T) {
 				return
 			}
 		}
+		// moat starts the sidecar from beside itself.
+		sandboxBinErr = os.Symlink(filepath.Join(binDir, "moat-sidecar"), filepath.Join(filepath.Dir(bin), "moat-sidecar"))
 	})
 	if sandboxBinErr != nil {
 		t.Fatal(sandboxBinErr)
@@ -75,15 +77,21 @@ func newSandboxEnv(t *testing.T, policyYAML string) *moatEnv {
 	}
 	stateDir := filepath.Join(dir, "moat-state")
 	e.config = filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf("sandbox: on\nstate_dir: %s\ndefault_policy: %s\npolicy_dir: %s\n", stateDir, pol, dir)
+	e.logDir = filepath.Join(dir, "logs")
+	cfg := fmt.Sprintf("sandbox: on\nstate_dir: %s\ndefault_policy: %s\npolicy_dir: %s\nlog_dir: %s\n", stateDir, pol, dir, e.logDir)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		e.cleanup() // delete leftovers first (cleanups run last-in first-out)
-		entries, _ := os.ReadDir(filepath.Join(stateDir, "sandboxes"))
-		for _, ent := range entries {
-			t.Errorf("sandbox state left behind: %s", ent.Name())
+		for _, sub := range []string{"sandboxes", "networks", "index/netns", "index/containers"} {
+			entries, _ := os.ReadDir(filepath.Join(stateDir, sub))
+			for _, ent := range entries {
+				t.Errorf("sandbox state left behind: %s/%s", sub, ent.Name())
+			}
+		}
+		if n := nsMounts(t, stateDir); n != 0 {
+			t.Errorf("%d network namespace mounts left under %s", n, stateDir)
 		}
 	})
 	return e

@@ -7,10 +7,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -73,11 +76,83 @@ func main() {
 		}
 		fmt.Println(st.Ino)
 		return
+	case "fg":
+		// fg: is this process's group the terminal's foreground group?
+		pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+		switch {
+		case err != nil:
+			fmt.Println(name(err))
+		case pgrp == unix.Getpgrp():
+			fmt.Println("foreground")
+		default:
+			fmt.Printf("background: terminal %d, mine %d\n", pgrp, unix.Getpgrp())
+		}
+		return
+	case "dial":
+		// dial NETWORK ADDR: a direct connection that bypasses the
+		// proxy; UDP writes one datagram and waits for the refusal.
+		err = dial(args[0], args[1])
+	case "connect":
+		// connect PROXY HOST:PORT PATH: a CONNECT tunnel, then GET PATH
+		// through it; prints the proxy's status line, then the body.
+		connect(args[0], args[1], args[2])
+		return
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(2)
 	}
 	fmt.Println(name(err))
+}
+
+func dial(network, addr string) error {
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if network != "udp" {
+		return nil
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		return err
+	}
+	_, err = c.Read(make([]byte, 16))
+	return err
+}
+
+func connect(proxy, target, path string) {
+	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		fmt.Println(name(err))
+		return
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	status, err := br.ReadString('\n')
+	if err != nil {
+		fmt.Println(name(err))
+		return
+	}
+	fmt.Println(strings.TrimSpace(status))
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil || line == "\r\n" {
+			break
+		}
+	}
+	if !strings.Contains(status, " 200 ") {
+		rest, _ := io.ReadAll(br)
+		fmt.Println(string(rest))
+		return
+	}
+	fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, target)
+	resp, _ := io.ReadAll(br)
+	if _, body, ok := strings.Cut(string(resp), "\r\n\r\n"); ok {
+		fmt.Println(body)
+	}
 }
 
 func atoi(s string) int {

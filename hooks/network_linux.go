@@ -1,0 +1,318 @@
+package hooks
+
+// Step 5 of the sandbox: the inner network namespace the agent runs in,
+// the veth pair to the outer (engine's) namespace, addresses from the
+// global allocator and the nftables rules on both sides. Every piece is
+// made through netlink; each step registers its undo, and the state file
+// is written before the first step so that TeardownNetwork can clean up
+// after a crash at any point.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// NetworkSpec is what SetupNetwork builds.
+type NetworkSpec struct {
+	// Dir is the sandbox's state directory (it must exist). The inner
+	// netns is pinned at Dir/netns and the state kept in Dir/network.json.
+	Dir string
+	// OuterNetNS is the path of the outer netns (an engine's
+	// /proc/PID/ns/net, a pinned netns file); "" means the caller's.
+	OuterNetNS string
+	// Pool is the IPv4 pool /30s are allocated from (10.200.0.0/16 by
+	// default in the admin config).
+	Pool netip.Prefix
+	// AllocDir is the global allocator directory (e.g. /run/moat/alloc).
+	AllocDir string
+	// Egress makes the veth pair, addresses, routes and the outer rules.
+	// Without it the inner netns has only loopback.
+	Egress bool
+	// ProxyPort is the port the sidecar's proxy listens on (3128).
+	ProxyPort uint16
+	// NFLogGroup is the NFLOG group of refused bypass attempts.
+	NFLogGroup uint16
+	// InboundPorts are the inner ports the sidecar forwards connections to.
+	InboundPorts []uint16
+}
+
+// setup is one SetupNetwork in progress.
+type setup struct {
+	spec  NetworkSpec
+	dir   string
+	n     *Network
+	outer *os.File // the outer netns (egress)
+	inner *os.File // the inner netns
+	oc    *nsConn  // sockets in the outer netns
+	ic    *nsConn  // sockets in the inner netns
+	undo  undoStack
+}
+
+// step is one stage of the setup.
+type step struct {
+	name string
+	do   func(*setup) error
+}
+
+// SetupNetwork makes the sandbox's network namespace step. It is all or
+// nothing: on error every step already done is undone.
+func SetupNetwork(spec NetworkSpec) (*Network, error) {
+	s, err := newSetup(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	if err := s.run(len(s.steps())); err != nil {
+		return nil, errors.Join(err, s.undo.run())
+	}
+	return s.n, nil
+}
+
+// newSetup validates spec.
+func newSetup(spec NetworkSpec) (*setup, error) {
+	dir, err := filepath.Abs(spec.Dir)
+	if err != nil || spec.Dir == "" {
+		return nil, fmt.Errorf("network state directory %q: invalid", spec.Dir)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("network state directory %s: not a directory", dir)
+	}
+	if spec.Egress {
+		if err := checkPool(spec.Pool); err != nil {
+			return nil, err
+		}
+		if spec.ProxyPort == 0 {
+			return nil, errors.New("network: proxy port 0")
+		}
+		if spec.AllocDir == "" {
+			return nil, errors.New("network: no address allocator directory")
+		}
+		for _, p := range spec.InboundPorts {
+			if p == 0 {
+				return nil, errors.New("network: inbound port 0")
+			}
+		}
+	}
+	return &setup{spec: spec, dir: dir}, nil
+}
+
+// steps lists the stages in order. The outer rules go in before the veth
+// exists, so its outer end is never unguarded.
+func (s *setup) steps() []step {
+	if !s.spec.Egress {
+		return []step{{"plan", (*setup).plan}, {"inner netns", (*setup).innerOnly}, {"record", (*setup).record}}
+	}
+	return []step{
+		{"plan", (*setup).plan},
+		{"pin outer netns", (*setup).pinOuter},
+		{"allocate", (*setup).allocate},
+		{"inner netns and outer rules", (*setup).prepare},
+		{"veth", (*setup).veth},
+		{"inner addresses", (*setup).innerAddresses},
+		{"record", (*setup).record},
+	}
+}
+
+// run does the first limit steps (all of them outside tests).
+func (s *setup) run(limit int) error {
+	for i, st := range s.steps() {
+		if i >= limit {
+			break
+		}
+		if err := st.do(s); err != nil {
+			return fmt.Errorf("network setup (%s): %w", st.name, err)
+		}
+	}
+	return nil
+}
+
+// close releases what the setup holds open; what it made stays.
+func (s *setup) close() {
+	for _, c := range []*nsConn{s.oc, s.ic} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	for _, f := range []*os.File{s.outer, s.inner} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+}
+
+// plan writes the state file naming everything the setup will make.
+func (s *setup) plan() error {
+	if _, err := os.Lstat(filepath.Join(s.dir, stateFile)); err == nil {
+		return fmt.Errorf("%s already has a network; tear it down first", s.dir)
+	}
+	id := sandboxID(s.dir)
+	s.n = &Network{InnerPath: filepath.Join(s.dir, InnerNetNSFile), Egress: s.spec.Egress}
+	if s.spec.Egress {
+		outer, err := openNetNS(s.spec.OuterNetNS)
+		if err != nil {
+			return err
+		}
+		s.outer = outer
+		var st unix.Stat_t
+		if err := unix.Fstat(int(outer.Fd()), &st); err != nil {
+			return fmt.Errorf("stat outer network namespace: %w", err)
+		}
+		s.n.OuterInode = st.Ino
+		s.n.OuterPath = filepath.Join(s.dir, outerPinFile)
+		s.n.VethOuter = "moat" + id
+		s.n.VethInner = vethInnerName
+		s.n.Table = "moat_" + id
+		s.n.AllocNS = allocNSDir(s.spec.AllocDir, st.Ino)
+	}
+	if err := writeState(s.dir, s.n); err != nil {
+		return err
+	}
+	s.undo.push(func() error { return removeState(s.dir) })
+	return nil
+}
+
+// pinOuter pins the outer netns so teardown can always enter it.
+func (s *setup) pinOuter() error {
+	if err := pinNetNS(s.outer, s.n.OuterPath); err != nil {
+		return err
+	}
+	s.undo.push(func() error { return unpinNetNS(s.n.OuterPath) })
+	return nil
+}
+
+// allocate takes a /30 for the veth pair.
+func (s *setup) allocate() error {
+	file, sub, err := allocate(s.n.AllocNS, s.spec.Pool, s.dir)
+	if err != nil {
+		return err
+	}
+	s.undo.push(func() error { return release(file, s.dir) })
+	outer := sub.Addr().Next()
+	s.n.Alloc = file
+	s.n.OuterAddr = netip.PrefixFrom(outer, sub.Bits())
+	s.n.InnerAddr = netip.PrefixFrom(outer.Next(), sub.Bits())
+	s.n.Proxy = netip.AddrPortFrom(outer, s.spec.ProxyPort)
+	return nil
+}
+
+// innerOnly builds the inner netns of a sandbox without egress.
+func (s *setup) innerOnly() error { return s.buildInner(&s.undo) }
+
+// prepare builds the inner netns and the outer rules side by side: they
+// touch different namespaces and take about as long.
+func (s *setup) prepare() error {
+	var innerUndo, outerUndo undoStack
+	var outerErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { outerErr = s.outerRules(&outerUndo) })
+	innerErr := s.buildInner(&innerUndo)
+	wg.Wait()
+	// Undone last first: the outer table goes before the inner netns.
+	s.undo = append(append(s.undo, innerUndo...), outerUndo...)
+	return errors.Join(innerErr, outerErr)
+}
+
+// buildInner makes and pins the inner netns, sets its loopback up, routes
+// through lo what no other route takes and installs the netns's table
+// (which goes with the netns).
+func (s *setup) buildInner(u *undoStack) error {
+	c, ino, err := createNetNS(s.n.InnerPath)
+	if err != nil {
+		return err
+	}
+	s.ic = c
+	u.push(func() error { return unpinNetNS(s.n.InnerPath) })
+	s.n.InnerInode = ino
+	if s.inner, err = openNetNS(s.n.InnerPath); err != nil {
+		return err
+	}
+	if err := loopbackUp(c); err != nil {
+		return err
+	}
+	if err := loopbackRoutes(c, !s.spec.Egress); err != nil {
+		return err
+	}
+	addInnerTable(c.nft, innerRules{proxy: s.n.Proxy, inbound: s.spec.InboundPorts, logGroup: s.spec.NFLogGroup})
+	if err := c.nft.Flush(); err != nil {
+		return fmt.Errorf("inner nftables table: %w", err)
+	}
+	return nil
+}
+
+// outerRules installs the sandbox's table in the outer netns.
+func (s *setup) outerRules(u *undoStack) error {
+	c, err := dialNetNS(s.outer)
+	if err != nil {
+		return err
+	}
+	s.oc = c
+	addOuterTable(c.nft, s.n.Table, s.n.VethOuter, s.n.Proxy)
+	if err := c.nft.Flush(); err != nil {
+		return fmt.Errorf("outer nftables table %s: %w", s.n.Table, err)
+	}
+	u.push(func() error { return deleteTable(c.nft, s.n.Table) })
+	return nil
+}
+
+// veth makes the pair with the MTU of the outer default route.
+func (s *setup) veth() error {
+	mtu, err := outerMTU(s.oc)
+	if err != nil {
+		return err
+	}
+	s.n.MTU = mtu
+	created, err := addVeth(s.oc, s.inner, s.n.VethOuter, mtu, s.n.OuterAddr)
+	if created {
+		s.undo.push(func() error { return deleteLink(s.oc, s.n.VethOuter) })
+	}
+	return err
+}
+
+// innerAddresses configures eth0 and the default route.
+func (s *setup) innerAddresses() error {
+	return configureInner(s.ic, s.n.InnerAddr, s.n.OuterAddr.Addr())
+}
+
+// record marks the state complete.
+func (s *setup) record() error {
+	s.n.Ready = true
+	return writeState(s.dir, s.n)
+}
+
+// OpenInner opens the inner netns (for moat-init to inherit), checking
+// that the pin still holds the namespace setup made.
+func (n *Network) OpenInner() (*os.File, error) {
+	f, err := openNetNS(n.InnerPath)
+	if err != nil {
+		return nil, fmt.Errorf("open inner network namespace: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Ino != n.InnerInode {
+		_ = f.Close()
+		return nil, fmt.Errorf("inner network namespace %s: not the sandbox's (inode %d, want %d)", n.InnerPath, st.Ino, n.InnerInode)
+	}
+	return f, nil
+}
+
+// undoStack holds the undo of each step done, run last first.
+type undoStack []func() error
+
+func (u *undoStack) push(f func() error) { *u = append(*u, f) }
+
+// run undoes every step, newest first, and empties the stack.
+func (u *undoStack) run() error {
+	var errs []error
+	for i := len(*u) - 1; i >= 0; i-- {
+		if err := (*u)[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	*u = nil
+	return errors.Join(errs...)
+}

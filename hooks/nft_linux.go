@@ -1,0 +1,203 @@
+package hooks
+
+// nftables rules of the sandbox, built as netlink expressions (no nft
+// binary). The inner netns lets its processes reach only loopback and the
+// sidecar's proxy: everything else is logged to an NFLOG group the sidecar
+// reads and refused at once (TCP reset, ICMP unreachable), so a program
+// that ignores HTTP_PROXY fails fast instead of timing out. The outer
+// netns drops whatever comes out of the veth except traffic to the proxy,
+// so even a process that flushes the inner rules gets nowhere.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// InnerTable is the nftables table (family inet) of every inner netns.
+const InnerTable = "moat"
+
+// loopbackIndex is the interface index of lo in every network namespace.
+const loopbackIndex = 1
+
+// innerRules is what the inner netns's table allows.
+type innerRules struct {
+	proxy    netip.AddrPort // the sidecar's proxy; zero without egress
+	inbound  []uint16       // inner ports the sidecar may connect to
+	logGroup uint16         // NFLOG group of refused packets
+}
+
+// addInnerTable queues the inner netns's table on c: an output chain that
+// accepts local traffic, established flows and the proxy and logs and
+// rejects the rest, and an input chain that drops what is neither loopback,
+// established nor a new connection from the proxy's address to an inbound
+// port.
+func addInnerTable(c *nftables.Conn, r innerRules) {
+	t := c.AddTable(&nftables.Table{Name: InnerTable, Family: nftables.TableFamilyINet})
+	out := c.AddChain(baseChain(t, "output", nftables.ChainHookOutput, nftables.ChainPolicyAccept))
+	rules := [][]expr.Any{
+		// Loopback to this netns's own addresses only: the default routes
+		// through lo (see loopbackRoutes) bring bypass attempts here.
+		join(matchIfIndex(expr.MetaKeyOIF, loopbackIndex), matchLocalDst(), accept()),
+		join(matchCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()),
+	}
+	if r.proxy.IsValid() {
+		rules = append(rules, join(matchIPv4(ipv4DaddrOffset, r.proxy.Addr()), matchTCPDport(r.proxy.Port()), accept()))
+	}
+	rules = append(rules,
+		// A queue threshold of 1 hands each message to the sidecar at once
+		// instead of batching them for up to a second.
+		[]expr.Any{&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_QTHRESHOLD, Group: r.logGroup, QThreshold: 1}},
+		join(matchL4(unix.IPPROTO_TCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
+		join(matchL4(unix.IPPROTO_UDP), &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}),
+		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}},
+	)
+	addRules(c, t, out, rules)
+
+	in := c.AddChain(baseChain(t, "input", nftables.ChainHookInput, nftables.ChainPolicyDrop))
+	rules = [][]expr.Any{
+		join(matchIfIndex(expr.MetaKeyIIF, loopbackIndex), accept()),
+		join(matchCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()),
+	}
+	if r.proxy.IsValid() {
+		for _, p := range r.inbound {
+			rules = append(rules, join(matchIPv4(ipv4SaddrOffset, r.proxy.Addr()), matchTCPDport(p), accept()))
+		}
+	}
+	addRules(c, t, in, rules)
+}
+
+// addOuterTable queues the outer netns's table of one sandbox on c,
+// replacing any table of that name a crash left behind: no forwarding to
+// or from the veth, and nothing from the veth to the outer netns itself but
+// established flows and new connections to the proxy.
+func addOuterTable(c *nftables.Conn, name, veth string, proxy netip.AddrPort) {
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	fwd := c.AddChain(baseChain(t, "forward", nftables.ChainHookForward, nftables.ChainPolicyAccept))
+	addRules(c, t, fwd, [][]expr.Any{
+		join(matchIfName(expr.MetaKeyIIFNAME, veth), drop()),
+		join(matchIfName(expr.MetaKeyOIFNAME, veth), drop()),
+	})
+	in := c.AddChain(baseChain(t, "input", nftables.ChainHookInput, nftables.ChainPolicyAccept))
+	fromVeth := matchIfName(expr.MetaKeyIIFNAME, veth)
+	addRules(c, t, in, [][]expr.Any{
+		join(fromVeth, matchCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()),
+		join(fromVeth, matchIPv4(ipv4DaddrOffset, proxy.Addr()), matchTCPDport(proxy.Port()), accept()),
+		join(fromVeth, drop()),
+	})
+}
+
+// deleteTable deletes an inet table; a missing one is fine.
+func deleteTable(c *nftables.Conn, name string) error {
+	c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete nftables table %s: %w", name, err)
+	}
+	return nil
+}
+
+// baseChain is a filter chain on hook at the filter priority.
+func baseChain(t *nftables.Table, name string, hook *nftables.ChainHook, policy nftables.ChainPolicy) *nftables.Chain {
+	return &nftables.Chain{
+		Name:     name,
+		Table:    t,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  hook,
+		Priority: nftables.ChainPriorityFilter,
+		Policy:   &policy,
+	}
+}
+
+// addRules queues one rule per expression list, in order.
+func addRules(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, rules [][]expr.Any) {
+	for _, exprs := range rules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+	}
+}
+
+// join concatenates expressions into one rule.
+func join(parts ...any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		switch p := p.(type) {
+		case []expr.Any:
+			out = append(out, p...)
+		case expr.Any:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }
+func drop() expr.Any   { return &expr.Verdict{Kind: expr.VerdictDrop} }
+
+// eq compares register 1 with data.
+func eq(data []byte) expr.Any { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
+
+// matchIfIndex matches the input or output interface index.
+func matchIfIndex(key expr.MetaKey, index uint32) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: key, Register: 1}, eq(binary.NativeEndian.AppendUint32(nil, index))}
+}
+
+// matchLocalDst matches packets to an address of this netns (fib daddr
+// type local).
+func matchLocalDst() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		eq(binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)),
+	}
+}
+
+// matchIfName matches the input or output interface name exactly.
+func matchIfName(key expr.MetaKey, name string) []expr.Any {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return []expr.Any{&expr.Meta{Key: key, Register: 1}, eq(b)}
+}
+
+// matchCtState matches packets whose conntrack state has any of bits.
+func matchCtState(bits uint32) []expr.Any {
+	zero := binary.NativeEndian.AppendUint32(nil, 0)
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binary.NativeEndian.AppendUint32(nil, bits), Xor: zero},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: zero},
+	}
+}
+
+// matchL4 matches the transport protocol.
+func matchL4(proto byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq([]byte{proto})}
+}
+
+// Offsets of the addresses in an IPv4 header.
+const (
+	ipv4SaddrOffset = 12
+	ipv4DaddrOffset = 16
+)
+
+// matchIPv4 matches IPv4 packets whose address at offset is addr.
+func matchIPv4(offset uint32, addr netip.Addr) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		eq([]byte{unix.NFPROTO_IPV4}),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		eq(addr.AsSlice()),
+	}
+}
+
+// matchTCPDport matches TCP packets to port.
+func matchTCPDport(port uint16) []expr.Any {
+	return join(matchL4(unix.IPPROTO_TCP),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		eq(binary.BigEndian.AppendUint16(nil, port)))
+}

@@ -1,0 +1,192 @@
+// Package sidecar assembles moat's per-sandbox supervisor: the egress
+// proxy (sidecar/proxy) deciding with the OPA engine by destination and by
+// the calling binary (sidecar/identity), the SSRF guard (sidecar/ssrf), the
+// container-like resolver (sidecar/resolve), the decision log
+// (sidecar/declog), the bypass monitor (sidecar/bypass), inbound port
+// forwarders and the control socket (sidecar/control). cmd/moat-sidecar
+// runs it inside the sandbox's outer network namespace.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/moatsandbox/moat/policy"
+	"github.com/moatsandbox/moat/policy/engine"
+	"github.com/moatsandbox/moat/sidecar/bypass"
+	"github.com/moatsandbox/moat/sidecar/control"
+	"github.com/moatsandbox/moat/sidecar/declog"
+	"github.com/moatsandbox/moat/sidecar/identity"
+	"github.com/moatsandbox/moat/sidecar/proxy"
+	"github.com/moatsandbox/moat/sidecar/resolve"
+	"github.com/moatsandbox/moat/sidecar/ssrf"
+)
+
+// Sidecar is one running supervisor.
+type Sidecar struct {
+	cfg    *control.Config
+	logger *slog.Logger
+	engine *engine.Engine
+	log    *declog.Writer
+	ids    *identity.Resolver
+	proxy  *proxy.Server
+
+	mu     sync.Mutex
+	doc    string // the policy document in force
+	source string
+
+	closers []func() error // in setup order; closed in reverse
+}
+
+// Start sets the sidecar up: every listener is bound when it returns, so
+// the caller can report readiness. On error nothing is left open.
+func Start(ctx context.Context, cfg *control.Config, logger *slog.Logger) (_ *Sidecar, retErr error) {
+	s := &Sidecar{cfg: cfg, logger: logger, source: cfg.PolicySource}
+	defer func() {
+		if retErr != nil {
+			s.Close()
+		}
+	}()
+	pol := policy.DefaultPolicy()
+	if cfg.PolicyFile != "" {
+		data, err := os.ReadFile(cfg.PolicyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read policy: %w", err)
+		}
+		if pol, _, err = policy.Parse(cfg.PolicyFile, data); err != nil {
+			return nil, err
+		}
+		s.doc = string(data)
+	}
+	var err error
+	if s.engine, err = engine.New(pol); err != nil {
+		return nil, fmt.Errorf("policy engine: %w", err)
+	}
+	if s.log, err = declog.Open(cfg.LogDir, cfg.LogMaxBytes, cfg.LogMaxFiles); err != nil {
+		return nil, fmt.Errorf("decision log: %w", err)
+	}
+	s.onClose(s.log.Close)
+	if s.ids, err = identity.New(identity.Config{InnerNetNS: cfg.InnerNetNS}); err != nil {
+		return nil, fmt.Errorf("binary identity: %w", err)
+	}
+	s.onClose(s.ids.Close)
+	res, err := resolve.New(cfg.ResolvConf, cfg.Hosts)
+	if err != nil {
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
+	guard := &ssrf.Guard{LocalAddrs: localAddrs}
+	if s.proxy, err = proxy.New(proxy.Config{
+		Sandbox:  cfg.Sandbox,
+		Decider:  s.engine,
+		Identify: s.ids.Lookup,
+		Resolve:  res.LookupNetIP,
+		Check:    guard.Check,
+		Log:      s.log,
+		Logger:   logger,
+	}); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	s.onClose(s.proxy.Close)
+	l, err := net.Listen("tcp", cfg.Proxy)
+	if err != nil {
+		return nil, fmt.Errorf("proxy listener: %w", err)
+	}
+	go func() {
+		if err := s.proxy.Serve(l); err != nil {
+			logger.Error("proxy stopped", "err", err)
+		}
+	}()
+	if err := s.startInbound(); err != nil {
+		return nil, err
+	}
+	if err := s.startControl(); err != nil {
+		return nil, err
+	}
+	if cfg.NFLogGroup != 0 {
+		s.startBypass(ctx)
+	}
+	return s, nil
+}
+
+func (s *Sidecar) onClose(f func() error) { s.closers = append(s.closers, f) }
+
+// Close stops everything the sidecar started.
+func (s *Sidecar) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+// startBypass logs the bypass attempts the inner netns refused. The
+// refusal itself is the kernel's; a monitor that cannot start only costs
+// the log lines, so it is a warning, not a failed sandbox.
+func (s *Sidecar) startBypass(ctx context.Context) {
+	m, err := bypass.Open(s.cfg.InnerNetNS, s.cfg.NFLogGroup)
+	if err != nil {
+		s.logger.Warn("bypass monitor unavailable; refused direct connections are not logged", "err", err)
+		return
+	}
+	s.onClose(m.Close)
+	go func() {
+		_ = m.Run(ctx, s.logBypass)
+	}()
+}
+
+func (s *Sidecar) logBypass(ev bypass.Event) {
+	rec := declog.Record{
+		Time:     ev.Time,
+		Sandbox:  s.cfg.Sandbox,
+		Action:   declog.ActionReject,
+		Engine:   declog.EngineBypass,
+		Protocol: ev.Protocol,
+		Host:     ev.Dst.Addr().String(),
+		Port:     ev.Dst.Port(),
+		Reason:   bypassReason(ev),
+	}
+	if ev.Protocol == "tcp" && ev.Src.IsValid() {
+		if p, err := s.ids.Lookup(context.Background(), ev.Src, ev.Dst); err == nil {
+			rec.Binary, rec.PID, rec.Ancestors = p.Exe.Path, p.PID, p.AncestorPaths()
+		}
+	}
+	s.log.Log(rec)
+}
+
+// bypassReason words a refused direct connection with the hint OpenShell
+// gives for it.
+func bypassReason(ev bypass.Event) string {
+	const base = "direct connection bypassed the sandbox proxy"
+	switch {
+	case ev.Protocol == "udp" && ev.Dst.Port() == 53:
+		return base + "; DNS queries must go through the proxy (it resolves names itself)"
+	case ev.Protocol == "udp":
+		return base + "; UDP traffic must go through the proxy"
+	case ev.Protocol == "tcp":
+		return base + "; make the program honour HTTP_PROXY/HTTPS_PROXY (Node.js: NODE_USE_ENV_PROXY=1)"
+	}
+	return base
+}
+
+// localAddrs are the addresses of the sidecar's network namespace, which
+// the SSRF guard always refuses.
+func localAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
+}

@@ -1,0 +1,267 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moatsandbox/moat/test/fixtures"
+)
+
+// The network tests run sandboxed busybox containers in an outer netns the
+// test made (as CNI would), reaching upstream servers on a private /24
+// through the sandbox's proxy. busybox's applets are all /bin/busybox, so
+// these tests decide by destination; binary identity is the sidecar's own
+// tests' business.
+
+// networkPolicy allows busybox to reach the upstream server on 8080, and
+// lists loopback and metadata endpoints the SSRF guard must still refuse.
+func networkPolicy(b *testbed) string {
+	return fmt.Sprintf(`version: 1
+filesystem_policy:
+  include_workdir: false
+  read_only: [/usr, /lib, /etc, /proc, /bin]
+  read_write: [/tmp]
+network_policies:
+  upstream:
+    endpoints:
+      - host: %s
+        port: 8080
+        allowed_ips: [%s]
+      - host: 127.0.0.1
+        port: 8080
+      - host: 169.254.169.254
+        port: 80
+    binaries:
+      - path: /bin/busybox
+      - path: /usr/bin/probe
+`, b.upstream, b.subnet)
+}
+
+// ifaces prints the sandbox's network interfaces, sorted, on one line.
+const ifaces = `awk -F: 'NR>2{print $1}' /proc/net/dev | tr -d ' ' | sort | tr '\n' ' '; echo`
+
+// netBundle is sandboxBundle in the testbed's outer netns.
+func netBundle(t *testing.T, b *testbed, args ...string) string {
+	t.Helper()
+	dir := sandboxBundle(t, args...)
+	spec, err := fixtures.ReadSpec(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range spec.Linux.Namespaces {
+		if spec.Linux.Namespaces[i].Type == "network" {
+			spec.Linux.Namespaces[i].Path = b.outer
+		}
+	}
+	if err := fixtures.WriteSpec(dir, spec); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestNetworkSandbox(t *testing.T) {
+	b := newTestbed(t)
+	b.serve(8080, "hello from upstream")
+	b.serve(9090, "the other port")
+	e := newSandboxEnv(t, networkPolicy(b))
+	linksBefore := netLinks(t)
+	id := e.id("net")
+	e.mustMoat("run", "-d", "--bundle", netBundle(t, b, "sleep", "60"), id)
+	e.waitStatus(id, "running")
+	up := b.upstream
+
+	tests := []struct {
+		name, script, want string
+	}{
+		{"proxy env", "echo $HTTP_PROXY $NO_PROXY", "http://10.200.0.1:3128 127.0.0.1,localhost,::1"},
+		{"forward proxy allows", "wget -q -O - http://" + up + ":8080/hello", "hello from upstream"},
+		{"CONNECT allows", "probe connect 10.200.0.1:3128 " + up + ":8080 /x", "HTTP/1.1 200 Connection Established\nhello from upstream"},
+		{"wrong port denied", "wget -q -O - http://" + up + ":9090/ 2>&1; echo rc=$?", "403"},
+		{"CONNECT denied with JSON", "probe connect 10.200.0.1:3128 " + up + ":9090 /", `"error":"policy_denied"`},
+		{"unlisted host denied", "probe connect 10.200.0.1:3128 example.com:443 /", "endpoint example.com:443 not in policy"},
+		{"loopback refused by SSRF", "probe connect 10.200.0.1:3128 127.0.0.1:8080 /", `"error":"ssrf_denied"`},
+		{"metadata refused by SSRF", "probe connect 10.200.0.1:3128 169.254.169.254:80 /", `"error":"ssrf_denied"`},
+		{"direct TCP refused", "probe dial tcp " + up + ":8080", "ECONNREFUSED"},
+		{"direct UDP/53 refused", "probe dial udp " + up + ":53", "EPERM"},
+		{"only lo and eth0", ifaces, "eth0 lo \n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			stdout, stderr, code := e.moat("exec", id, "sh", "-c", tt.script)
+			if code != 0 {
+				t.Fatalf("exec: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+			if !strings.Contains(stdout, tt.want) {
+				t.Errorf("stdout %q lacks %q (stderr: %s)", stdout, tt.want, stderr)
+			}
+			if d := time.Since(start); d > 4*time.Second {
+				t.Errorf("took %v: refusals must be immediate", d)
+			}
+		})
+	}
+
+	// The decision log has every refusal with OpenShell's reasons.
+	stdout, stderr, code := e.moat("denials", "--json", id)
+	if code != 0 {
+		t.Fatalf("denials: exit %d: %s", code, stderr)
+	}
+	var engines []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var r struct{ Action, Engine, Host, Reason, Binary string }
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("denials line %q: %v", line, err)
+		}
+		engines = append(engines, r.Engine+":"+r.Action)
+		if r.Engine == "opa" && r.Binary != "/bin/busybox" && r.Binary != "/usr/bin/probe" {
+			t.Errorf("record without the calling binary: %s", line)
+		}
+	}
+	joined := strings.Join(engines, " ")
+	for _, want := range []string{"opa:deny", "ssrf:deny", "bypass:reject"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("denials lack %s: %s", want, stdout)
+		}
+	}
+	human, _, _ := e.moat("denials", id)
+	if !strings.Contains(human, "DENIED") || !strings.Contains(human, "[reason:endpoint "+up+":9090 not in policy") {
+		t.Errorf("denials output:\n%s", human)
+	}
+
+	// A policy applied to the running sandbox takes effect at once; an
+	// invalid one is refused and the old one stays.
+	newPol := strings.Replace(networkPolicy(b), "port: 8080\n        allowed_ips", "ports: [8080, 9090]\n        allowed_ips", 1)
+	polFile := filepath.Join(t.TempDir(), "new.yaml")
+	os.WriteFile(polFile, []byte(newPol), 0o644)
+	if out, stderr, code := e.moat("policy", "apply", id, polFile); code != 0 {
+		t.Fatalf("policy apply: exit %d: %s %s", code, out, stderr)
+	}
+	if out, _, _ := e.moat("exec", id, "wget", "-q", "-O", "-", "http://"+up+":9090/"); out != "the other port" {
+		t.Errorf("after apply, port 9090: %q", out)
+	}
+	os.WriteFile(polFile, []byte("version: 1\nnetwork_policies:\n  x:\n    endpoints: [{host: '*', port: 1}]\n"), 0o644)
+	if _, stderr, code := e.moat("policy", "apply", id, polFile); code == 0 || !strings.Contains(stderr, "unchanged") {
+		t.Errorf("invalid apply: exit %d: %s", code, stderr)
+	}
+	if out, _, _ := e.moat("policy", "show", id); !strings.Contains(out, "9090") {
+		t.Errorf("policy show after a refused apply: %s", out)
+	}
+
+	e.mustMoat("delete", "--force", id)
+	if n := netLinks(t); n != linksBefore {
+		t.Errorf("moat links: %d before, %d after delete", linksBefore, n)
+	}
+}
+
+// TestNetworkNoEgress: a policy without a network section gets an inner
+// netns with loopback only: no veth, no sidecar, every connection refused.
+func TestNetworkNoEgress(t *testing.T) {
+	e := newSandboxEnv(t, sandboxPolicy)
+	linksBefore := netLinks(t)
+	stdout, stderr, code := runSandboxed(t, e, ifaces+"; echo proxy=$HTTP_PROXY; probe dial tcp 192.0.2.1:80")
+	if code != 0 || stdout != "lo \nproxy=\nECONNREFUSED\n" {
+		t.Errorf("exit %d\nstdout %q\nstderr %s", code, stdout, stderr)
+	}
+	if n := netLinks(t); n != linksBefore {
+		t.Errorf("moat links: %d before, %d after", linksBefore, n)
+	}
+}
+
+// TestNetworkIdentity: the proxy decides by the binary that opened the
+// connection, from the kernel's view of the socket's owner: another path
+// is denied, an allowed ancestor grants its child, and a binary replaced
+// after first use is refused.
+func TestNetworkIdentity(t *testing.T) {
+	b := newTestbed(t)
+	b.serve(8080, "hello from upstream")
+	pol := fmt.Sprintf(`version: 1
+filesystem_policy:
+  include_workdir: false
+  read_only: [/usr, /lib, /etc, /proc, /bin, /opt/allowed]
+  read_write: [/tmp]
+network_policies:
+  upstream:
+    endpoints:
+      - host: %s
+        port: 8080
+        allowed_ips: [%s]
+    binaries:
+      - path: /usr/bin/probe
+      - path: /opt/allowed/sh
+`, b.upstream, b.subnet)
+	e := newSandboxEnv(t, pol)
+	bundle := netBundle(t, b, "sleep", "60")
+	rootfs := filepath.Join(bundle, "rootfs")
+	probe, err := os.ReadFile(filepath.Join(rootfs, "usr/bin/probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	busybox, err := os.ReadFile(filepath.Join(rootfs, "bin/busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(rootfs, "opt/allowed"), 0o755)
+	for p, data := range map[string][]byte{"usr/bin/probe2": probe, "opt/allowed/sh": busybox} {
+		if err := os.WriteFile(filepath.Join(rootfs, p), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := e.id("ident")
+	e.mustMoat("run", "-d", "--bundle", bundle, id)
+	e.waitStatus(id, "running")
+	connect := "connect 10.200.0.1:3128 " + b.upstream + ":8080 /"
+	exec := func(script string) string {
+		t.Helper()
+		out, stderr, code := e.moat("exec", id, "sh", "-c", script)
+		if code != 0 {
+			t.Fatalf("exec %q: exit %d: %s", script, code, stderr)
+		}
+		return out
+	}
+	if out := exec("probe " + connect); !strings.Contains(out, " 200 ") {
+		t.Errorf("allowed binary: %q", out)
+	}
+	if out := exec("probe2 " + connect); !strings.Contains(out, "binary '/usr/bin/probe2' not allowed in policy 'upstream'") {
+		t.Errorf("other binary: %q", out)
+	}
+	if out := exec("/opt/allowed/sh -c 'probe2 " + connect + "; true'"); !strings.Contains(out, " 200 ") {
+		t.Errorf("allowed ancestor: %q", out)
+	}
+	if out := exec("sh -c 'probe2 " + connect + "; true'"); !strings.Contains(out, " 403 ") {
+		t.Errorf("same child under another shell: %q", out)
+	}
+	// Replace the allowed binary after its first use (a new file renamed
+	// over it, as a package upgrade or an attacker would).
+	tmp := filepath.Join(rootfs, "usr/bin/.probe.new")
+	if err := os.WriteFile(tmp, append(probe, "tampered"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(rootfs, "usr/bin/probe")); err != nil {
+		t.Fatal(err)
+	}
+	if out := exec("probe " + connect); !strings.Contains(out, "binary integrity check failed") {
+		t.Errorf("replaced binary: %q", out)
+	}
+
+	stdout, _, _ := e.moat("denials", "--json", "--all", id)
+	var sawAncestor bool
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var r struct {
+			Action, Binary string
+			Ancestors      []string
+		}
+		json.Unmarshal([]byte(line), &r)
+		if r.Action == "allow" && r.Binary == "/usr/bin/probe2" && strings.Contains(strings.Join(r.Ancestors, " "), "/opt/allowed/sh") {
+			sawAncestor = true
+		}
+	}
+	if !sawAncestor {
+		t.Errorf("no allow record of probe2 with its /opt/allowed/sh ancestor:\n%s", stdout)
+	}
+	e.mustMoat("delete", "--force", id)
+}
