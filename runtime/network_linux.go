@@ -16,6 +16,7 @@ import (
 	"github.com/moatsandbox/moat/hooks"
 	"github.com/moatsandbox/moat/policy"
 	"github.com/moatsandbox/moat/sidecar/control"
+	"github.com/moatsandbox/moat/sidecar/declog"
 )
 
 // nflogGroup is the NFLOG group of refused bypass attempts. NFLOG groups
@@ -381,4 +382,48 @@ func (r *Runtime) Sandbox(id string) (*SandboxInfo, error) {
 		info.SidecarPID = pid
 	}
 	return info, nil
+}
+
+// Annotations `moat state` adds to a sandboxed container's state.
+const (
+	AnnotationSidecar = "dev.moat.sidecar"
+	AnnotationProxy   = "dev.moat.proxy"
+)
+
+// sandboxAnnotations says, for `moat state`, whether the container's
+// sidecar runs. A dead sidecar leaves the sandbox without egress; that
+// is also written to the decision log, once.
+func (r *Runtime) sandboxAnnotations(id string) map[string]string {
+	info, err := r.Sandbox(id)
+	if err != nil || info.Sidecar == nil {
+		return nil
+	}
+	out := map[string]string{AnnotationProxy: info.Sidecar.Proxy}
+	if info.SidecarPID != 0 {
+		out[AnnotationSidecar] = fmt.Sprintf("running (pid %d)", info.SidecarPID)
+		return out
+	}
+	out[AnnotationSidecar] = SidecarDown
+	noteSidecarDown(info)
+	return out
+}
+
+// SidecarDown is how moat reports a sandbox whose sidecar is not running.
+const SidecarDown = "not running: the sandbox has no egress"
+
+// noteSidecarDown writes one decision-log record for a sidecar found dead.
+func noteSidecarDown(info *SandboxInfo) {
+	marker := filepath.Join(info.Dir, "sidecar.down-logged")
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return // already logged, or the state is gone
+	}
+	f.Close()
+	w, err := declog.Open(info.Sidecar.LogDir, info.Sidecar.LogMaxBytes, info.Sidecar.LogMaxFiles)
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	w.Log(declog.Record{Sandbox: info.Sidecar.Sandbox, Action: declog.ActionDeny, Engine: declog.EngineSidecar,
+		Reason: "the sidecar is " + SidecarDown + "; every connection is refused"})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/user"
 	"strconv"
@@ -43,6 +44,12 @@ func (r *Runtime) State(id string) error {
 	s, err := describe(c)
 	if err != nil {
 		return err
+	}
+	if extra := r.sandboxAnnotations(id); len(extra) > 0 {
+		ann := make(map[string]string, len(s.Annotations)+len(extra))
+		maps.Copy(ann, s.Annotations)
+		maps.Copy(ann, extra)
+		s.Annotations = ann
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {

@@ -24,6 +24,7 @@ const (
 	EngineDNS       = "dns"
 	EngineIdentity  = "identity" // the calling binary could not be resolved
 	EngineInbound   = "inbound"  // a forwarded inbound connection
+	EngineSidecar   = "sidecar"  // the sidecar itself (found not running)
 )
 
 // Record is one decision, one JSON line.

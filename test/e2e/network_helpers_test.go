@@ -19,11 +19,13 @@ import (
 // path) linked by a veth pair to an "upstream" netns where the test's HTTP
 // servers listen, on a private /24 the policies reach through allowed_ips.
 type testbed struct {
-	t        *testing.T
-	outer    string // netns path for the spec
-	upstream string // the servers' address (x.x.x.2)
-	subnet   string // "10.77.N.0/24"
-	names    []string
+	t     *testing.T
+	outer string // netns path for the spec
+	// upstreamNS is the netns path the servers listen in.
+	upstreamNS string
+	upstream   string // the servers' address (x.x.x.2)
+	subnet     string // "10.77.N.0/24"
+	names      []string
 }
 
 var testbedSeq atomic.Int32
@@ -40,6 +42,7 @@ func newTestbed(t *testing.T) *testbed {
 		subnet:   fmt.Sprintf("10.77.%d.0/24", n%250),
 		names:    []string{"moat-e2e-out-" + tag, "moat-e2e-up-" + tag},
 	}
+	b.upstreamNS = "/run/netns/" + b.names[1]
 	t.Cleanup(b.cleanup)
 	veth := fmt.Sprintf("me2e%d", n)
 	for _, argv := range [][]string{
@@ -70,7 +73,7 @@ func (b *testbed) cleanup() {
 // every request with body.
 func (b *testbed) serve(port int, body string) {
 	b.t.Helper()
-	l, err := listenIn("/run/netns/"+b.names[1], fmt.Sprintf("%s:%d", b.upstream, port))
+	l, err := listenIn(b.upstreamNS, fmt.Sprintf("%s:%d", b.upstream, port))
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -262,6 +263,48 @@ network_policies:
 	}
 	if !sawAncestor {
 		t.Errorf("no allow record of probe2 with its /opt/allowed/sh ancestor:\n%s", stdout)
+	}
+	e.mustMoat("delete", "--force", id)
+}
+
+// TestNetworkSidecarDeath: with its sidecar killed, the sandbox has no
+// egress at all (fail closed), and `moat state`, `moat denials` and the
+// decision log say so.
+func TestNetworkSidecarDeath(t *testing.T) {
+	b := newTestbed(t)
+	b.serve(8080, "hello from upstream")
+	e := newSandboxEnv(t, networkPolicy(b))
+	id := e.id("dead")
+	e.mustMoat("run", "-d", "--bundle", netBundle(t, b, "sleep", "60"), id)
+	e.waitStatus(id, "running")
+	connect := "probe connect 10.200.0.1:3128 " + b.upstream + ":8080 /"
+	if out, _, _ := e.moat("exec", id, "sh", "-c", connect); !strings.Contains(out, " 200 ") {
+		t.Fatalf("before: %q", out)
+	}
+	st := e.state(id)
+	var pid int
+	if _, err := fmt.Sscanf(st.Annotations["dev.moat.sidecar"], "running (pid %d)", &pid); err != nil || pid <= 0 {
+		t.Fatalf("state annotation %q: %v", st.Annotations["dev.moat.sidecar"], err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Gone, or a zombie (whoever reaps moat's orphans may be slow).
+	for i := 0; i < 50; i++ {
+		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); len(cmdline) == 0 {
+			break
+		}
+		sleepBriefly()
+	}
+	if out, _, _ := e.moat("exec", id, "sh", "-c", connect+"; probe dial tcp "+b.upstream+":8080"); out != "ECONNREFUSED\nECONNREFUSED\n" {
+		t.Errorf("without its sidecar the sandbox still has egress: %q", out)
+	}
+	if st := e.state(id); !strings.Contains(st.Annotations["dev.moat.sidecar"], "not running") {
+		t.Errorf("state after the kill: %v", st.Annotations)
+	}
+	stdout, stderr, _ := e.moat("denials", id)
+	if !strings.Contains(stderr, "not running") || !strings.Contains(stdout, "engine:sidecar") {
+		t.Errorf("denials after the kill:\nstdout %s\nstderr %s", stdout, stderr)
 	}
 	e.mustMoat("delete", "--force", id)
 }
