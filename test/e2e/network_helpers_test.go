@@ -77,6 +77,11 @@ func (b *testbed) serve(port int, body string) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	b.serveOn(l, body)
+}
+
+// serveOn serves body on l until the test ends.
+func (b *testbed) serveOn(l net.Listener, body string) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Seen-Via", r.Header.Get("Via"))
 		fmt.Fprint(w, body)

@@ -43,14 +43,7 @@ func TestDockerRunsMoat(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sock := filepath.Join(dir, "docker.sock")
-	execRoot := filepath.Join(dir, "exec")
-	daemonJSON, _ := json.Marshal(map[string]any{
-		"data-root":  filepath.Join(dir, "data"),
-		"exec-root":  execRoot,
-		"pidfile":    filepath.Join(dir, "docker.pid"),
-		"hosts":      []string{"unix://" + sock},
-		"containerd": c.sock,
+	dk := startDocker(t, dir, c, map[string]any{
 		"bridge":     "none",
 		"iptables":   false,
 		"ip-forward": false,
@@ -59,48 +52,7 @@ func TestDockerRunsMoat(t *testing.T) {
 			"moat-sandbox": map[string]any{"path": bin, "runtimeArgs": []string{"--config", sbConfig, "--policy", sbPolicy}},
 		},
 	})
-	daemonFile := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(daemonFile, daemonJSON, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, dir, "dockerd", "dockerd", "--config-file", daemonFile)
-	docker := func(args ...string) (string, int) {
-		t.Helper()
-		return runCmd(t, 2*time.Minute, append([]string{"docker", "-H", "unix://" + sock}, args...)...)
-	}
-	d.waitReady(t, func() error {
-		if out, code := docker("version"); code != 0 {
-			return fmt.Errorf("docker version: %s", out)
-		}
-		return nil
-	})
-	t.Cleanup(func() {
-		out, _ := docker("ps", "-aq")
-		for _, id := range strings.Fields(out) {
-			if out, code := docker("rm", "-f", id); code != 0 {
-				t.Errorf("cleanup: docker rm -f %s: %s", id, out)
-			}
-		}
-		docker("rmi", "-f", dockerImage)
-	})
-
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := fixtures.BusyboxRootfs(rootfs); err != nil {
-		t.Fatal(err)
-	}
-	tarPath := filepath.Join(dir, "rootfs.tar")
-	f, err := os.Create(tarPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = fixtures.RootfsTar(rootfs, f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, code := docker("import", "-c", "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin", "-c", `CMD ["/bin/sh"]`, tarPath, dockerImage); code != 0 {
-		t.Fatalf("docker import: %s", out)
-	}
+	docker, execRoot := dk.docker, dk.execRoot
 	if out, _ := docker("info", "--format", "{{json .Runtimes}}"); !strings.Contains(out, `"moat"`) {
 		t.Fatalf("moat is not a registered runtime: %s", out)
 	}
@@ -197,4 +149,73 @@ func TestDockerRunsMoat(t *testing.T) {
 			t.Errorf("sandbox state left after docker rm: %d entries", len(entries))
 		}
 	})
+}
+
+// dockerEnv is a private dockerd (own data-root, exec-root, socket and
+// pidfile) on a private containerd, with the busybox image imported.
+type dockerEnv struct {
+	execRoot string
+	docker   func(args ...string) (string, int)
+}
+
+// startDocker starts dockerd with settings (daemon.json keys, runtimes
+// among them) over the test's own paths, waits for it, imports
+// dockerImage, and removes every container and the image at cleanup.
+func startDocker(t *testing.T, dir string, c *containerdEnv, settings map[string]any) *dockerEnv {
+	t.Helper()
+	sock := filepath.Join(dir, "docker.sock")
+	e := &dockerEnv{execRoot: filepath.Join(dir, "exec")}
+	cfg := map[string]any{
+		"data-root":  filepath.Join(dir, "data"),
+		"exec-root":  e.execRoot,
+		"pidfile":    filepath.Join(dir, "docker.pid"),
+		"hosts":      []string{"unix://" + sock},
+		"containerd": c.sock,
+	}
+	for k, v := range settings {
+		cfg[k] = v
+	}
+	daemonJSON, _ := json.Marshal(cfg)
+	daemonFile := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(daemonFile, daemonJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir, "dockerd", "dockerd", "--config-file", daemonFile)
+	e.docker = func(args ...string) (string, int) {
+		t.Helper()
+		return runCmd(t, 2*time.Minute, append([]string{"docker", "-H", "unix://" + sock}, args...)...)
+	}
+	d.waitReady(t, func() error {
+		if out, code := e.docker("version"); code != 0 {
+			return fmt.Errorf("docker version: %s", out)
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		out, _ := e.docker("ps", "-aq")
+		for _, id := range strings.Fields(out) {
+			if out, code := e.docker("rm", "-f", id); code != 0 {
+				t.Errorf("cleanup: docker rm -f %s: %s", id, out)
+			}
+		}
+		e.docker("rmi", "-f", dockerImage)
+	})
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := fixtures.BusyboxRootfs(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(dir, "rootfs.tar")
+	f, err := os.Create(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = fixtures.RootfsTar(rootfs, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.docker("import", "-c", "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin", "-c", `CMD ["/bin/sh"]`, tarPath, dockerImage); code != 0 {
+		t.Fatalf("docker import: %s", out)
+	}
+	return e
 }
