@@ -135,6 +135,58 @@ func TestContainerdRunsMoat(t *testing.T) {
 		}
 	})
 
+	// The sandbox on, through containerd's runc shim: moat-init confines
+	// the task (policy user, Landlock) in run and in `ctr task exec` alike,
+	// and delete leaves no sandbox state.
+	t.Run("sandbox", func(t *testing.T) {
+		sbDir := filepath.Join(dir, "sandbox")
+		os.MkdirAll(sbDir, 0o755)
+		sbPolicy := filepath.Join(sbDir, "policy.yaml")
+		if err := os.WriteFile(sbPolicy, []byte(sandboxPolicy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		state := filepath.Join(sbDir, "state")
+		sbConfig := filepath.Join(sbDir, "config.yaml")
+		if err := os.WriteFile(sbConfig, []byte(fmt.Sprintf("sandbox: on\nstate_dir: %s\nlog_dir: %s\n", state, filepath.Join(sbDir, "logs"))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sandboxBinaries(t)
+		sbWrapper := filepath.Join(sbDir, "moat")
+		script := fmt.Sprintf("#!/bin/sh\nexec %s --config %s --policy %s \"$@\"\n", moatRuntimeBinary(t), sbConfig, sbPolicy)
+		if err := os.WriteFile(sbWrapper, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, code := c.ctr(t, "run", "--rm", "--runc-binary", sbWrapper, busyboxRef, fmt.Sprintf("moat-ctr-sb-%d", time.Now().UnixNano()),
+			"sh", "-c", "id -un; touch /home/sandbox/x 2>&1; cat /proc/net/dev | grep -c ':'; exit 3")
+		if code != 3 || !strings.Contains(out, "sandbox\n") || !strings.Contains(out, "Permission denied") || !strings.Contains(out, "\n1\n") {
+			t.Errorf("ctr run (sandbox): exit %d, %q", code, out)
+		}
+		id := fmt.Sprintf("moat-ctr-sbx-%d", time.Now().UnixNano())
+		if out, code := c.ctr(t, "run", "-d", "--runc-binary", sbWrapper, busyboxRef, id, "sleep", "300"); code != 0 {
+			t.Fatalf("ctr run -d: %s", out)
+		}
+		out, code = c.ctr(t, "task", "exec", "--exec-id", "e1", id, "sh", "-c", "id -un; cat /opt/none 2>&1; exit 4")
+		if code != 4 || !strings.Contains(out, "sandbox") {
+			t.Errorf("ctr task exec (sandbox): exit %d, %q", code, out)
+		}
+		c.ctr(t, "task", "kill", "-s", "SIGKILL", id)
+		for i := 0; i < 100; i++ {
+			if out, _ := c.ctr(t, "task", "ls"); !strings.Contains(out, id) || strings.Contains(out, id+" ") && strings.Contains(out, "STOPPED") {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.ctr(t, "task", "rm", "-f", id)
+		if out, code := c.ctr(t, "container", "rm", id); code != 0 {
+			t.Errorf("ctr container rm: %s", out)
+		}
+		for _, sub := range []string{"sandboxes", "networks"} {
+			if entries, _ := os.ReadDir(filepath.Join(state, sub)); len(entries) != 0 {
+				t.Errorf("%s left after ctr rm: %d entries", sub, len(entries))
+			}
+		}
+	})
+
 	// The shim really ran moat, the way it runs runc.
 	argv, err := os.ReadFile(argvLog)
 	if err != nil {
