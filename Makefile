@@ -20,7 +20,7 @@ MOAT_TAGS ?= seccomp
 # Where scripts/build-runtime-tools.sh caches the runtime-tools suite.
 MOAT_CI_CACHE ?= /var/tmp/moat-ci
 
-.PHONY: all build test unit fuzz conformance bench bench-start install lint clean help demo
+.PHONY: all build test unit fuzz conformance bench bench-start bench-network install lint clean help demo
 
 all: build
 
@@ -34,6 +34,11 @@ $(BINDIR)/moat: FORCE
 
 $(BINDIR)/moat-init: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/moat-init
+
+# The sidecar drops its privileges on every thread (AllThreadsSyscall),
+# which cgo disables.
+$(BINDIR)/moat-sidecar: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/moat-sidecar
 
 FORCE:
 
@@ -54,11 +59,14 @@ conformance: ## Run the OCI runtime-tools suite against runc and moat (sandbox o
 	suite=$$(MOAT_CI_CACHE=$(MOAT_CI_CACHE) ./scripts/build-runtime-tools.sh) && \
 	MOAT_CONFORMANCE=1 MOAT_RUNTIME_TOOLS=$$suite $(GO) test -count=1 -timeout 30m -v -run '^TestConformance$$' ./test/e2e/
 
-bench: bench-start ## Run the benchmarks and print the numbers docs/benchmarks.md records
+bench: bench-start bench-network ## Run the benchmarks and print the numbers docs/benchmarks.md records
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./policy/engine/
 
-bench-start: $(BINDIR)/moat $(BINDIR)/moat-init ## Container start: moat run vs runc run of /bin/true (root)
+bench-start: $(BINDIR)/moat $(BINDIR)/moat-init $(BINDIR)/moat-sidecar ## Container start: moat run vs runc run of /bin/true (root)
 	$(GO) run ./bench/start -moat $(BINDIR)/moat -n $(or $(BENCH_RUNS),30)
+
+bench-network: $(BINDIR)/moat $(BINDIR)/moat-init $(BINDIR)/moat-sidecar ## Proxy throughput, tunnels/s vs Squid, identity latency, sidecar RSS (root, squid)
+	$(GO) run ./bench/network -moat $(BINDIR)/moat -rounds $(or $(BENCH_ROUNDS),5)
 
 demo: build ## Show moat deciding real requests against an example policy
 	@./scripts/demo.sh

@@ -103,6 +103,24 @@ func Run(plan *Plan, argv []string, opts Options) (int, error) {
 	return Reap(prog)
 }
 
+// Harden confines one of moat's own long-running processes (the sidecar)
+// once its setup is done: no_new_privs, the identity and capabilities
+// given, then moat's seccomp filter, on every thread. It needs
+// CGO_ENABLED=0, like Confine.
+func Harden(id Identity, caps *Capabilities) error {
+	if err := setNoNewPrivs(); err != nil {
+		return err
+	}
+	if err := dropIdentity(id, caps); err != nil {
+		return err
+	}
+	moat, err := MoatFilter()
+	if err != nil {
+		return err
+	}
+	return loadSeccomp(moat)
+}
+
 // Exec replaces the process with the program.
 func Exec(p *Program) error {
 	err := syscall.Exec(p.Path, p.Args, p.Env)

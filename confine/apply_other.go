@@ -19,3 +19,6 @@ func Confine(*Plan, []string, []string, Options) (*Program, error) { return nil,
 
 // Run is only supported on Linux.
 func Run(*Plan, []string, Options) (int, error) { return ExitConfineFailed, ErrNotSupported }
+
+// Harden is only supported on Linux.
+func Harden(Identity, *Capabilities) error { return ErrNotSupported }

@@ -19,6 +19,10 @@ import (
 	"github.com/moatsandbox/moat/sidecar/declog"
 )
 
+// sidecarUser is the uid and gid the sidecar drops to after its setup
+// (nobody).
+const sidecarUser = 65534
+
 // nflogGroup is the NFLOG group of refused bypass attempts. NFLOG groups
 // belong to a network namespace, so every inner netns uses the same one.
 const nflogGroup = 100
@@ -136,6 +140,8 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 			LogMaxBytes:  int64(cfg.LogMaxSizeMB) << 20,
 			LogMaxFiles:  cfg.LogMaxFiles,
 			NFLogGroup:   nflogGroup,
+			User:         sidecarUser,
+			Group:        sidecarUser,
 		}
 		sc.ResolvConf, sc.Hosts = nameFiles(req.Bundle, spec)
 		for _, p := range ports {

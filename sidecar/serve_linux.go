@@ -83,13 +83,6 @@ func (s *Sidecar) apply(req control.Request) control.Response {
 		return control.Response{Error: "the policy in force is unchanged: " + err.Error()}
 	}
 	s.doc, s.source = req.Policy, name
-	if s.cfg.PolicyFile != "" {
-		// Keep the file in step so that a restarted sidecar enforces the
-		// applied policy.
-		if err := writeAtomic(s.cfg.PolicyFile, []byte(req.Policy)); err != nil {
-			s.logger.Warn("applied policy not persisted", "err", err)
-		}
-	}
 	resp := control.Response{OK: true, Policy: s.doc, Source: name, Revision: s.engine.Revision(), PID: os.Getpid()}
 	for _, w := range warnings {
 		resp.Warnings = append(resp.Warnings, w.String())
@@ -97,14 +90,6 @@ func (s *Sidecar) apply(req control.Request) control.Response {
 	resp.Closed = s.proxy.Recheck(ctx)
 	s.logger.Info("policy applied", "source", name, "revision", resp.Revision, "closed_tunnels", resp.Closed)
 	return resp
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // startInbound listens on every forwarded port in the outer netns (all its

@@ -5,14 +5,42 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
+	"github.com/moatsandbox/moat/confine"
 	"github.com/moatsandbox/moat/sidecar"
 	"github.com/moatsandbox/moat/sidecar/control"
 )
+
+// dropPrivileges leaves the sidecar, once every socket is open, running as
+// cfg.User under no_new_privs and moat's seccomp filter, with two
+// capabilities: CAP_SYS_PTRACE (ptrace access to the sandbox's processes:
+// /proc/PID/exe, ns/net) and CAP_DAC_READ_SEARCH (their /proc/PID/fd
+// directories are mode 0500 for their own user, whoever that is). The decision log's
+// directory becomes the user's, so rotation still works. User 0 keeps
+// root (tests, debugging).
+func dropPrivileges(cfg *control.Config) error {
+	if cfg.User == 0 {
+		return nil
+	}
+	err := filepath.WalkDir(cfg.LogDir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, int(cfg.User), int(cfg.Group))
+	})
+	if err != nil {
+		return fmt.Errorf("hand the decision log to uid %d: %w", cfg.User, err)
+	}
+	keep := []string{"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"}
+	return confine.Harden(confine.Identity{UID: cfg.User, GID: cfg.Group},
+		&confine.Capabilities{Bounding: keep, Effective: keep, Permitted: keep})
+}
 
 // readyFD is the pipe `moat create` waits on: the sidecar writes "ok\n"
 // when every listener is bound, or one line of error and exits.
@@ -54,7 +82,12 @@ func serve(args []string, stderr io.Writer) int {
 		logger.Error("sidecar failed to start", "err", err)
 		return 1
 	}
-	logger.Info("sidecar ready", "proxy", cfg.Proxy, "pid", os.Getpid())
+	if err := dropPrivileges(cfg); err != nil {
+		report("drop privileges: " + err.Error())
+		logger.Error("sidecar failed to drop its privileges", "err", err)
+		return 1
+	}
+	logger.Info("sidecar ready", "proxy", cfg.Proxy, "pid", os.Getpid(), "uid", os.Getuid())
 	report("ok")
 	<-ctx.Done()
 	logger.Info("sidecar stopping")

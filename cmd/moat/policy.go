@@ -178,6 +178,13 @@ func livePolicy(rt *runtime.Runtime, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	if op == "apply" {
+		// The sidecar runs unprivileged; the policy file it started from
+		// is kept in step here, for `moat policy show` after a restart.
+		if f := info.Sidecar.PolicyFile; f != "" {
+			if err := os.WriteFile(f+".new", []byte(req.Policy), 0o600); err == nil {
+				_ = os.Rename(f+".new", f)
+			}
+		}
 		fmt.Fprintf(stdout, "applied %s to %s (revision %d, %d tunnels closed)\n", args[2], args[1], resp.Revision, resp.Closed)
 		return 0
 	}

@@ -31,6 +31,8 @@ const (
 	closeTimeout = 5 * time.Second
 )
 
+var _ Sink = (*Writer)(nil)
+
 // ErrClosed is returned by Flush after Close.
 var ErrClosed = errors.New("decision log is closed")
 

@@ -16,7 +16,10 @@ import (
 // process is gone or unreadable.
 func (t *procTable) listFds(pid int) ([]int32, bool) {
 	var fds []int32
-	err := eachEntry(t.root+"/"+strconv.Itoa(pid)+"/fd", t.dirBuf, func(n int, _ int64) { fds = append(fds, int32(n)) })
+	err := eachEntry(t.root+"/"+strconv.Itoa(pid)+"/fd", t.dirBuf, func(n int, _ int64) bool {
+		fds = append(fds, int32(n))
+		return true
+	})
 	if err != nil {
 		return nil, false
 	}
@@ -50,12 +53,13 @@ func socketInode(link []byte) uint64 {
 }
 
 // eachEntry calls fn with each all-digit name in directory dir.
-func eachEntry(dir string, buf []byte, fn func(n int, next int64)) error {
+func eachEntry(dir string, buf []byte, fn func(n int, pos int64) bool) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	var pos int64
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != nil {
@@ -64,29 +68,36 @@ func eachEntry(dir string, buf []byte, fn func(n int, next int64)) error {
 		if n <= 0 {
 			return nil
 		}
-		eachNumber(buf[:n], fn)
+		var more bool
+		if pos, more = eachNumber(buf[:n], pos, fn); !more {
+			return nil
+		}
 	}
 }
 
 // eachNumber calls fn with each all-digit name in a getdents64 buffer
-// (struct linux_dirent64: ino, off, reclen, type, name) and the offset
-// to seek to for the entries after it.
-func eachNumber(buf []byte, fn func(n int, next int64)) {
+// (struct linux_dirent64: ino, off, reclen, type, name) and the entry's
+// position in the directory (pos is the first one's), a place to seek
+// back to, until fn returns false. It returns the position after the
+// last entry it went past, and whether fn wanted more.
+func eachNumber(buf []byte, pos int64, fn func(n int, pos int64) bool) (int64, bool) {
 	const nameOff = 19
 	for len(buf) >= nameOff {
 		reclen := int(binary.NativeEndian.Uint16(buf[16:]))
 		if reclen < nameOff || reclen > len(buf) {
-			return
+			break
 		}
 		name := buf[nameOff:reclen]
 		if i := bytes.IndexByte(name, 0); i >= 0 {
 			name = name[:i]
 		}
-		if n, ok := atoi(name); ok {
-			fn(n, int64(binary.NativeEndian.Uint64(buf[8:])))
+		if n, ok := atoi(name); ok && !fn(n, pos) {
+			return pos, false
 		}
+		pos = int64(binary.NativeEndian.Uint64(buf[8:])) // d_off: where the next entry is
 		buf = buf[reclen:]
 	}
+	return pos, true
 }
 
 // atoi parses a short non-empty decimal without allocating.

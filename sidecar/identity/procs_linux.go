@@ -2,7 +2,6 @@ package identity
 
 import (
 	"cmp"
-	"io"
 	"slices"
 	"strconv"
 	"time"
@@ -10,13 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	// maxRecent is how many recent owners a search re-reads first.
-	maxRecent = 32
-	// fullListEvery bounds how long a pid that reappears after the pid
-	// counter wrapped can go unnoticed.
-	fullListEvery = time.Second
-)
+// maxRecent is how many recent owners a search re-reads first.
+const maxRecent = 32
 
 // procTable is what the resolver remembers about the machine's processes
 // between lookups: which of them are in the inner netns (the sandbox's
@@ -48,9 +42,13 @@ type procTable struct {
 	sockets  map[uint64][]holder // socket inode -> fds that held it when read
 	gen      uint64              // bumps with each full listing of root
 	procDir  int                 // root, open for listing; -1 until needed
-	nextOff  int64               // where listing pids above the largest seen starts
+	prevLast int                 // the last pid handed out, at the previous listing
+	markPid  int                 // the largest pid listed up to prevLast
+	markPos  int64               // where markPid is in root's listing
+	lastFd   int                 // root/sys/kernel/ns_last_pid; -1 until opened, -2 if missing
 	lastFull time.Time
 	clock    uint64 // bumps with each owner found
+	recent   []int  // recent owners, the latest first
 	fdReads  uint64 // readlinks of fds so far (for tests and tuning)
 
 	dirBuf  []byte
@@ -89,6 +87,7 @@ type holder struct {
 func newProcTable(root string, nsDev, nsIno uint64) *procTable {
 	return &procTable{
 		procDir: -1,
+		lastFd:  -1,
 		root:    root,
 		nsDev:   nsDev,
 		nsIno:   nsIno,
@@ -110,16 +109,12 @@ func (t *procTable) holders(inode uint64) (pids []int, inherited bool) {
 	if pids := t.confirmed(inode); len(pids) > 0 {
 		return pids, true
 	}
-	members := t.members()
-	for i, p := range members {
-		if i == maxRecent || p.owned == 0 {
-			break
-		}
-		if t.rereadSockets(p, inode) {
+	for _, pid := range t.recent {
+		if p := t.procs[pid]; p != nil && p.member && t.rereadSockets(p, inode) {
 			return t.confirmed(inode), false
 		}
 	}
-	for _, p := range members {
+	for _, p := range t.members() {
 		if t.scan(p, false, inode) {
 			return t.confirmed(inode), false
 		}
@@ -155,10 +150,18 @@ func (t *procTable) members() []*proc {
 
 // markOwner moves pid to the front of the recent owners.
 func (t *procTable) markOwner(pid int) {
-	if p := t.procs[pid]; p != nil {
-		t.clock++
-		p.owned = t.clock
+	p := t.procs[pid]
+	if p == nil {
+		return
 	}
+	t.clock++
+	p.owned = t.clock
+	if i := slices.Index(t.recent, pid); i >= 0 {
+		t.recent = slices.Delete(t.recent, i, i+1)
+	} else if len(t.recent) == maxRecent {
+		t.recent = t.recent[:maxRecent-1]
+	}
+	t.recent = slices.Insert(t.recent, 0, pid)
 }
 
 // confirmed re-reads each indexed holder of inode and returns the pids
@@ -181,63 +184,6 @@ func (t *procTable) confirmed(inode uint64) []int {
 	return pids
 }
 
-// refresh lists pids in root: all of them when full or when the last
-// full listing is a second old (forgetting processes that exited), else
-// only those listed after the largest pid seen so far. Procfs directory
-// offsets follow pids and the kernel hands pids out in increasing order
-// until they wrap, so that finds new processes without listing the whole
-// machine; the periodic full listing catches the ones after a wrap. New
-// pids are classified, and read in full when in the netns.
-func (t *procTable) refresh(full bool) {
-	full = full || time.Since(t.lastFull) > fullListEvery
-	if t.procDir < 0 {
-		fd, err := unix.Open(t.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return // keep what is known; the search still confirms each holder
-		}
-		t.procDir = fd
-	}
-	off := t.nextOff
-	if full {
-		off = 0
-		t.gen++
-	}
-	if _, err := unix.Seek(t.procDir, off, io.SeekStart); err != nil {
-		return
-	}
-	var fresh []*proc
-	for {
-		n, err := unix.Getdents(t.procDir, t.dirBuf)
-		if err != nil {
-			return
-		}
-		if n <= 0 {
-			break
-		}
-		eachNumber(t.dirBuf[:n], func(pid int, next int64) {
-			t.nextOff = next
-			p := t.procs[pid]
-			if p == nil {
-				p = &proc{pid: pid, statFd: -1}
-				t.procs[pid] = p
-				fresh = append(fresh, p)
-			}
-			p.seen = t.gen
-		})
-	}
-	if full {
-		t.lastFull = time.Now()
-		for _, p := range t.procs {
-			if p.seen != t.gen {
-				t.drop(p)
-			}
-		}
-	}
-	for _, p := range fresh { // after the listing: scanning reuses dirBuf
-		t.recheck(p)
-	}
-}
-
 // recheck classifies p again and reads its fds in full when it is (now)
 // in the netns.
 func (t *procTable) recheck(p *proc) {
@@ -251,13 +197,12 @@ func (t *procTable) recheck(p *proc) {
 	}
 }
 
-// get returns pid's entry, classifying a pid not listed yet.
+// get returns pid's entry, unclassified when the pid was not listed.
 func (t *procTable) get(pid int) *proc {
 	p := t.procs[pid]
 	if p == nil {
 		p = &proc{pid: pid, statFd: -1, seen: t.gen}
 		t.procs[pid] = p
-		t.recheck(p)
 	}
 	return p
 }
@@ -280,6 +225,10 @@ func (t *procTable) close() {
 	if t.procDir >= 0 {
 		unix.Close(t.procDir)
 		t.procDir = -1
+	}
+	if t.lastFd >= 0 {
+		unix.Close(t.lastFd)
+		t.lastFd = -1
 	}
 }
 

@@ -167,3 +167,19 @@ func TestParsers(t *testing.T) {
 		}
 	}
 }
+
+func TestNewRejectsBadNetns(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Error("New without a netns succeeded")
+	}
+	if _, err := New(Config{InnerNetNS: filepath.Join(t.TempDir(), "missing")}); err == nil {
+		t.Error("New with a missing netns succeeded")
+	}
+	if os.Geteuid() == 0 {
+		notNS := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(notNS, nil, 0o600) //nolint:errcheck
+		if _, err := New(Config{InnerNetNS: notNS}); err == nil {
+			t.Error("New with a regular file for a netns succeeded")
+		}
+	}
+}

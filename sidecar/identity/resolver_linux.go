@@ -175,7 +175,12 @@ func (r *Resolver) walk(leaf int, inherited bool) ([]*link, error) {
 	pid := leaf
 	for depth := 0; depth < maxDepth && pid > 0; depth++ {
 		p := t.get(pid)
-		t.recheck(p) // the pid may have been reused since it was classified
+		if p.statFd < 0 {
+			// Not bound to a process yet: the pid may have been reused
+			// since it was classified. (Once bound, it stays in its
+			// netns: seccomp keeps sandbox processes from leaving.)
+			t.recheck(p)
+		}
 		if !p.member {
 			if depth == 0 {
 				return links, fmt.Errorf("%w: pid %d left the sandbox network namespace", ErrNoOwner, pid)

@@ -258,3 +258,49 @@ func TestAmbiguousWithForkingAncestor(t *testing.T) {
 		t.Fatalf("socket held by bash and its child sleep (%d): %v, want ErrAmbiguousOwner", sleepPid, err)
 	}
 }
+
+func TestConcurrentLookupsAndClose(t *testing.T) {
+	s := newSandboxNet(t)
+	r := newResolver(t, s)
+	helper := helperCopy(t, t.TempDir(), "agent")
+	type conn struct {
+		pid            int
+		client, server netip.AddrPort
+	}
+	var conns []conn
+	for i := 0; i < 4; i++ {
+		c := s.start(t, "connect", nil, helper)
+		pid := c.pid(t)
+		client, server := s.accept(t)
+		conns = append(conns, conn{pid, client, server})
+	}
+	errc := make(chan error, 4*10)
+	for _, c := range conns {
+		go func() {
+			for i := 0; i < 10; i++ {
+				p, err := r.Lookup(context.Background(), c.client, c.server)
+				if err == nil && p.PID != c.pid {
+					err = errors.New("wrong pid")
+				}
+				errc <- err
+			}
+		}()
+	}
+	for i := 0; i < cap(errc); i++ {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.Lookup(ctx, conns[0].client, conns[0].server); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled lookup: %v", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookup(t, r, conns[0].client, conns[0].server); !errors.Is(err, ErrClosed) {
+		t.Errorf("lookup after Close: %v", err)
+	}
+}

@@ -40,6 +40,12 @@ func newSockDiag(nsFd int, procRoot string) (*sockDiag, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create sock_diag socket in the inner netns: %w", err)
 	}
+	return sockDiagOn(fd)
+}
+
+// sockDiagOn sets up a NETLINK_SOCK_DIAG socket (whose netns is where it
+// was created), closing it on failure.
+func sockDiagOn(fd int) (*sockDiag, error) {
 	tv := unix.NsecToTimeval(diagTimeout.Nanoseconds())
 	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {

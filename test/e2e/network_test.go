@@ -286,6 +286,17 @@ func TestNetworkSidecarDeath(t *testing.T) {
 	if _, err := fmt.Sscanf(st.Annotations["dev.moat.sidecar"], "running (pid %d)", &pid); err != nil || pid <= 0 {
 		t.Fatalf("state annotation %q: %v", st.Annotations["dev.moat.sidecar"], err)
 	}
+	// The sidecar runs unprivileged: nobody, two capabilities, no new
+	// privileges, under a seccomp filter.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000080004", "CapBnd:\t0000000000080004", "NoNewPrivs:\t1", "Seccomp:\t2"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("sidecar /proc/%d/status lacks %q:\n%s", pid, want, status)
+		}
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,77 @@
+package identity
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockInode is the inode of a connection's socket in this process.
+func sockInode(t *testing.T, c net.Conn) uint64 {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	return st.Ino
+}
+
+// TestSockDiagExactTuple queries this process's own netns (no root
+// needed) over IPv4 and IPv6 loopback.
+func TestSockDiagExactTuple(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		t.Skipf("no sock_diag: %v", err)
+	}
+	d, err := sockDiagOn(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			ln, err := net.Listen(tc.network, tc.addr)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", tc.network, err)
+			}
+			defer ln.Close()
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, _ := ln.Accept()
+				accepted <- c
+			}()
+			c, err := net.Dial(tc.network, ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s := <-accepted
+			defer s.Close()
+			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+
+			if ino, err := d.inode(local, remote); err != nil || ino != sockInode(t, c) {
+				t.Errorf("client socket: inode %d, %v; want %d", ino, err, sockInode(t, c))
+			}
+			if ino, err := d.inode(remote, local); err != nil || ino != sockInode(t, s) {
+				t.Errorf("server side: inode %d, %v; want %d", ino, err, sockInode(t, s))
+			}
+			gone := netip.AddrPortFrom(local.Addr(), local.Port()+1)
+			if _, err := d.inode(gone, remote); !errors.Is(err, ErrNotFound) {
+				t.Errorf("no such socket: %v, want ErrNotFound", err)
+			}
+		})
+	}
+	mixed := netip.MustParseAddrPort("[::1]:80")
+	if _, err := d.inode(netip.MustParseAddrPort("127.0.0.1:1"), mixed); err == nil {
+		t.Error("mixed families accepted")
+	}
+}
