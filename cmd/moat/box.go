@@ -19,8 +19,12 @@ namespaces. The policy (--policy, else the admin configuration's sources)
 decides the user it runs as and, through Landlock and seccomp, what it may
 touch, exactly as for a container.
 
-The network is not sandboxed yet: the command uses the host's network
-namespace as it is, until moat's network sandbox comes to box.
+The network is sandboxed as for a container: the command runs in an inner
+network namespace off the host's, whose only way out is the sandbox's proxy
+(HTTP_PROXY and friends point at it); the proxy decides every connection by
+the policy's network_policies, destination and calling binary alike, and a
+direct connection is refused at once. Without network_policies the command
+has loopback only. ` + "`moat denials`" + ` shows the decisions while it runs.
 
 box runs attached, on the caller's terminal when there is one, forwards
 signals, exits with the command's exit status and removes the container and

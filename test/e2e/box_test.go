@@ -48,7 +48,7 @@ func newBoxEnv(t *testing.T) *boxEnv {
 	if err := os.WriteFile(e.policy, []byte(boxPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("sandbox: on\nstate_dir: %s\n", e.stateDir)
+	cfg := fmt.Sprintf("sandbox: on\nstate_dir: %s\nlog_dir: %s\n", e.stateDir, filepath.Join(dir, "logs"))
 	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func (e *boxEnv) box(args ...string) (string, string, int) {
 // container or a mount behind.
 func (e *boxEnv) checkClean() {
 	t := e.t
-	for _, sub := range []string{"box", "sandboxes"} {
+	for _, sub := range []string{"box", "sandboxes", "networks"} {
 		entries, _ := os.ReadDir(filepath.Join(e.stateDir, sub))
 		for _, ent := range entries {
 			t.Errorf("left in %s/%s: %s", e.stateDir, sub, ent.Name())
@@ -170,5 +170,38 @@ func TestBoxSandboxOff(t *testing.T) {
 	_, errOut, code := e.box("--", "true")
 	if code == 0 || !strings.Contains(errOut, "moat box needs the sandbox on") {
 		t.Fatalf("exit %d, stderr %q; want a refusal", code, errOut)
+	}
+}
+
+// TestBoxNetwork: box has the network sandbox: the command's only way out
+// is the proxy, which decides by the policy; direct connections are
+// refused at once.
+func TestBoxNetwork(t *testing.T) {
+	e := newBoxEnv(t)
+	pol := filepath.Join(t.TempDir(), "net.yaml")
+	os.WriteFile(pol, []byte(boxPolicy+`network_policies:
+  docs:
+    endpoints: [{host: docs.example.test, port: 443}]
+    binaries: [{path: /usr/bin/curl}]
+`), 0o644)
+	// box has a private /tmp; the probe goes where the policy can read it.
+	dir, err := os.MkdirTemp("/var/tmp", "moat-e2e-box-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	data, err := os.ReadFile(probeBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sandboxProbe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(sandboxProbe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	out, errOut, code := e.box("--policy", pol, "--", "sh", "-c",
+		"echo $HTTPS_PROXY; "+sandboxProbe+" connect ${HTTPS_PROXY#http://} other.example.test:443 /; "+sandboxProbe+" dial tcp 192.0.2.1:80")
+	if code != 0 || !strings.Contains(out, "http://10.200.") || !strings.Contains(out, "endpoint other.example.test:443 not in policy 'docs'") || !strings.HasSuffix(out, "ECONNREFUSED\n") {
+		t.Errorf("exit %d\nstdout %q\nstderr %q", code, out, errOut)
 	}
 }
