@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestNetworkInboundAndNames: ports the policy declares are forwarded into
+// the sandbox by the sidecar from the outer netns (its addresses and
+// 127.0.0.1), other ports stay closed; and the sidecar resolves names the
+// way the container would, here from the container's /etc/hosts.
+func TestNetworkInboundAndNames(t *testing.T) {
+	b := newTestbed(t)
+	b.serve(8080, "hello by name")
+	pol := fmt.Sprintf(`version: 1
+filesystem_policy:
+  read_only: [/usr, /etc, /proc, /bin, /www]
+  read_write: [/tmp]
+network_policies:
+  named:
+    endpoints:
+      - {host: upstream.moat.test, port: 8080, allowed_ips: [%s]}
+    binaries:
+      - path: /bin/busybox
+ports: [8000]
+`, b.subnet)
+	e := newSandboxEnv(t, pol)
+	bundle := netBundle(t, b, "sh", "-c", "httpd -p 8000 -h /www; httpd -p 8001 -h /www; exec sleep 60")
+	rootfs := filepath.Join(bundle, "rootfs")
+	os.MkdirAll(filepath.Join(rootfs, "www"), 0o755)
+	os.WriteFile(filepath.Join(rootfs, "www/index.html"), []byte("served from the sandbox\n"), 0o644)
+	hosts := fmt.Sprintf("127.0.0.1 localhost\n%s upstream.moat.test\n", b.upstream)
+	if err := os.WriteFile(filepath.Join(rootfs, "etc/hosts"), []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := e.id("inbound")
+	e.mustMoat("run", "-d", "--bundle", bundle, id)
+	e.waitStatus(id, "running")
+
+	if out, _, code := e.moat("exec", id, "wget", "-q", "-O", "-", "http://upstream.moat.test:8080/"); code != 0 || out != "hello by name" {
+		t.Errorf("name from the container's /etc/hosts: exit %d, %q", code, out)
+	}
+	outerAddr := strings.Replace(b.subnet, ".0/24", ".1", 1) // the engine side of the testbed veth
+	get := func(addr string) (string, error) {
+		var body string
+		err := inNetNS(b.outer, func() error {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+			data, err := io.ReadAll(c)
+			body = string(data)
+			return err
+		})
+		return body, err
+	}
+	var body string
+	var err error
+	for i := 0; i < 50; i++ { // httpd starts in the background
+		if body, err = get("127.0.0.1:8000"); err == nil && strings.Contains(body, "served from the sandbox") {
+			break
+		}
+		sleepBriefly()
+	}
+	if !strings.Contains(body, "served from the sandbox") {
+		t.Fatalf("declared port via 127.0.0.1: %v %q", err, body)
+	}
+	if body, err := get(outerAddr + ":8000"); err != nil || !strings.Contains(body, "served from the sandbox") {
+		t.Errorf("declared port via the engine's address %s: %v %q", outerAddr, err, body)
+	}
+	if body, err := get("10.200.0.2:8001"); err == nil {
+		t.Errorf("an undeclared port answered: %q", body)
+	}
+	if body, err := get("127.0.0.1:8001"); err == nil {
+		t.Errorf("an undeclared port is forwarded: %q", body)
+	}
+	if recs, _, _ := e.moat("denials", "--all", "--json", id); !strings.Contains(recs, `"engine":"inbound"`) {
+		t.Errorf("no inbound record:\n%s", recs)
+	}
+	e.mustMoat("delete", "--force", id)
+}
+
+// inNetNS runs fn on a thread in the netns at path; the thread is
+// discarded afterwards.
+func inNetNS(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
