@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/moatsandbox/moat/hooks"
 	"github.com/moatsandbox/moat/policy"
@@ -67,4 +68,21 @@ func specCaps(c *configs.Capabilities) *specs.LinuxCapabilities {
 		Inheritable: c.Inheritable,
 		Ambient:     c.Ambient,
 	}
+}
+
+// DecisionLogDir is where container id's decision log is kept: it outlives
+// the container, so `moat denials` works after a delete too.
+func (r *Runtime) DecisionLogDir(id string) (string, error) {
+	cfg, err := r.adminConfig()
+	if err != nil {
+		return "", err
+	}
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") {
+		return "", fmt.Errorf("invalid container id %q", id)
+	}
+	dir := filepath.Join(cfg.LogDir, id)
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("container %s has no network sandbox and no decision log under %s", id, cfg.LogDir)
+	}
+	return dir, nil
 }

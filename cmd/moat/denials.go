@@ -24,7 +24,8 @@ func denialsCommand(stdout io.Writer) cli.Command {
 		Description: `denials reads container ID's decision log (engines: opa, ssrf, l7,
 identity, bypass) and prints every deny, audit and bypass record, one per
 line, or with --all every decision. It works for containers any engine
-created, whatever their --root.`,
+created, whatever their --root, and after they are deleted (the log stays
+in the admin configuration's log_dir).`,
 		Flags: []cli.Flag{
 			cli.BoolFlag{Name: "json", Usage: "print the records as JSON lines"},
 			cli.BoolFlag{Name: "follow, f", Usage: "keep printing records as they are logged"},
@@ -35,18 +36,23 @@ created, whatever their --root.`,
 				return fmt.Errorf("moat denials: exactly one container id is required")
 			}
 			rt := ctx.App.Metadata[runtimeKey].(*runtime.Runtime)
-			info, err := rt.Sandbox(ctx.Args().First())
-			if err != nil {
-				return err
-			}
-			if info.Sidecar == nil {
-				return fmt.Errorf("container %s has no network egress (its policy has no network section), so nothing is decided or logged", ctx.Args().First())
-			}
-			if info.SidecarPID == 0 {
-				fmt.Fprintf(os.Stderr, "moat: the sidecar of %s is not running: the sandbox has no egress at all\n", ctx.Args().First())
+			id := ctx.Args().First()
+			var dir string
+			switch info, err := rt.Sandbox(id); {
+			case err != nil:
+				// A deleted container's log stays behind.
+				if dir, err = rt.DecisionLogDir(id); err != nil {
+					return err
+				}
+			case info.Sidecar == nil:
+				return fmt.Errorf("container %s has no network egress (its policy has no network section), so nothing is decided or logged", id)
+			default:
+				if info.SidecarPID == 0 {
+					fmt.Fprintf(os.Stderr, "moat: the sidecar of %s is not running: the sandbox has no egress at all\n", id)
+				}
+				dir = info.Sidecar.LogDir
 			}
 			print := printer(stdout, ctx.Bool("json"), ctx.Bool("all"))
-			dir := info.Sidecar.LogDir
 			if !ctx.Bool("follow") {
 				recs, err := declog.Read(dir)
 				if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -61,7 +67,7 @@ created, whatever their --root.`,
 			}
 			c, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			err = declog.Follow(c, dir, 0, print)
+			err := declog.Follow(c, dir, 0, print)
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
