@@ -68,6 +68,11 @@ func Confine(plan *Plan, argv, env []string, opts Options) (*Program, error) {
 			return nil, err
 		}
 	}
+	if plan.Ready != nil {
+		if err := signalReady(plan.Ready); err != nil {
+			return nil, err
+		}
+	}
 	rs, err := prepareLandlock(plan.Landlock, path, opts.warn)
 	if err != nil {
 		return nil, err

@@ -48,15 +48,45 @@ func joinNetNS(ns *NetNS) error {
 // the given inode. Other inherited fds (the engine's preserved fds) are left
 // alone.
 func findNetNS(inode uint64) (int, error) {
-	d, err := os.Open("/proc/self/fd")
+	fd, err := findInherited(inode, func(fd int, _ *unix.Stat_t) bool {
+		var fs unix.Statfs_t
+		return unix.Fstatfs(fd, &fs) == nil && fs.Type == nsfsMagic
+	})
 	if err != nil {
 		return -1, fmt.Errorf("find the sandbox network namespace fd: %w", err)
+	}
+	if fd < 0 {
+		return -1, fmt.Errorf("no inherited fd is the sandbox network namespace (inode %d)", inode)
+	}
+	return fd, nil
+}
+
+// signalReady writes one byte to the inherited readiness FIFO, if this
+// process has it, and closes it.
+func signalReady(r *Ready) error {
+	fd, err := findInherited(r.Inode, func(_ int, st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFIFO })
+	if err != nil || fd < 0 {
+		return err
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte{1}); err != nil {
+		return fmt.Errorf("signal readiness: %w", err)
+	}
+	return nil
+}
+
+// findInherited returns the inherited fd above 2 with the given inode that
+// ok accepts, or -1.
+func findInherited(inode uint64, ok func(fd int, st *unix.Stat_t) bool) (int, error) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return -1, err
 	}
 	names, err := d.Readdirnames(-1)
 	dirfd := int(d.Fd())
 	d.Close()
 	if err != nil {
-		return -1, fmt.Errorf("find the sandbox network namespace fd: %w", err)
+		return -1, err
 	}
 	for _, name := range names {
 		fd, err := strconv.Atoi(name)
@@ -64,11 +94,9 @@ func findNetNS(inode uint64) (int, error) {
 			continue
 		}
 		var st unix.Stat_t
-		var fs unix.Statfs_t
-		if unix.Fstat(fd, &st) != nil || st.Ino != inode || unix.Fstatfs(fd, &fs) != nil || fs.Type != nsfsMagic {
-			continue
+		if unix.Fstat(fd, &st) == nil && st.Ino == inode && ok(fd, &st) {
+			return fd, nil
 		}
-		return fd, nil
 	}
-	return -1, fmt.Errorf("no inherited fd is the sandbox network namespace (inode %d)", inode)
+	return -1, nil
 }

@@ -46,6 +46,12 @@ type Plan struct {
 	// the process.
 	NetNS *NetNS `json:"netns,omitempty"`
 
+	// Ready, when set, names a FIFO the container's first process
+	// inherits: moat-init writes one byte to it as soon as it is in the
+	// planned network namespace, and `moat start` waits for that byte.
+	// Processes that do not inherit it (exec'd ones) skip the signal.
+	Ready *Ready `json:"ready,omitempty"`
+
 	// Landlock is the filesystem ruleset (policy.LandlockPlan). nil means
 	// no Landlock at all (moat-init says so loudly on stderr).
 	Landlock *policy.Plan `json:"landlock,omitempty"`
@@ -79,6 +85,11 @@ type Plan struct {
 // between the first process and each exec.
 type NetNS struct {
 	FD    int    `json:"fd,omitempty"`
+	Inode uint64 `json:"inode"`
+}
+
+// Ready identifies the start-readiness FIFO by its inode.
+type Ready struct {
 	Inode uint64 `json:"inode"`
 }
 

@@ -67,6 +67,9 @@ type RewriteInput struct {
 	// NetNS is the inner netns moat-init joins (an inherited fd, found by
 	// its inode). It makes the init keep CAP_SYS_ADMIN for the setns.
 	NetNS *confine.NetNS
+	// Ready is the start-readiness FIFO the first process inherits
+	// (confine.Plan.Ready); nil for none.
+	Ready *confine.Ready
 	// Proxy is the sandbox proxy's URL ("http://10.200.0.1:3128"); it sets
 	// the proxy environment. "" when the sandbox has no egress.
 	Proxy string
@@ -117,6 +120,7 @@ func Rewrite(spec *specs.Spec, in RewriteInput) (*specs.Spec, *confine.Plan, err
 		Version:         confine.PlanVersion,
 		Mode:            in.Mode,
 		NetNS:           in.NetNS,
+		Ready:           in.Ready,
 		Landlock:        in.Landlock,
 		Identity:        identity(spec, in),
 		Capabilities:    planCaps(spec.Process.Capabilities),

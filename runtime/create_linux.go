@@ -80,7 +80,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	var netns *os.File
+	var netns, ready *os.File
 	if cfg.Sandbox {
 		bundle, err := os.Getwd()
 		if err != nil {
@@ -90,8 +90,9 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		spec, netns = p.spec, p.netns
+		spec, netns, ready = p.spec, p.netns, p.ready
 		defer netns.Close()
+		defer ready.Close()
 	}
 	forget := func() {
 		if cfg.Sandbox {
@@ -120,6 +121,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		inherit:       socketActivationFiles(),
 		preserveFDs:   o.PreserveFDs,
 		netns:         netns,
+		ready:         ready,
 	}
 	return l.execute()
 }

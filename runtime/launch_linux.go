@@ -55,6 +55,8 @@ type launch struct {
 	// netns, when set, is the sandbox's inner network namespace, passed
 	// after every other file; moat-init finds it by inode.
 	netns *os.File
+	// ready, when set, is the start-readiness FIFO (first process only).
+	ready *os.File
 	// cgroupPaths are exec --cgroup's sub-cgroups, by controller.
 	cgroupPaths map[string]string
 }
@@ -155,8 +157,10 @@ func (l *launch) passFiles(p *libcontainer.Process) error {
 		}
 		p.ExtraFiles = append(p.ExtraFiles, os.NewFile(uintptr(fd), "preserved fd "+strconv.Itoa(fd)))
 	}
-	if l.netns != nil {
-		p.ExtraFiles = append(p.ExtraFiles, l.netns)
+	for _, f := range []*os.File{l.netns, l.ready} {
+		if f != nil {
+			p.ExtraFiles = append(p.ExtraFiles, f)
+		}
 	}
 	return nil
 }

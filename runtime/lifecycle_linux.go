@@ -36,12 +36,31 @@ func (r *Runtime) Start(id string) error {
 		return err
 	}
 	if status == libcontainer.Created {
-		return c.Exec()
+		return r.startCreated(c, id)
 	}
 	if refusal, ok := startRefusals[status]; ok {
 		return errors.New(refusal)
 	}
 	return fmt.Errorf("cannot start a container in the %s state", status)
+}
+
+// startCreated lets a created container's process run. A sandboxed
+// container's start returns only once moat-init is in the sandbox's
+// network namespace, so poststart hooks and anything reading
+// /proc/PID/ns/net see the final state.
+func (r *Runtime) startCreated(c *libcontainer.Container, id string) error {
+	var ready *os.File
+	if cfg, err := r.adminConfig(); err == nil && cfg.Sandbox {
+		ready = openReady(cfg, r.Root, id)
+	}
+	if ready == nil {
+		return c.Exec()
+	}
+	defer ready.Close()
+	if err := c.Exec(); err != nil {
+		return err
+	}
+	return waitReady(ready)
 }
 
 // startRefusals are runc's texts for starting a container that has

@@ -41,6 +41,8 @@ type prepared struct {
 	// netns is the inner network namespace the container's init inherits
 	// (moat-init finds it by inode and joins it).
 	netns *os.File
+	// ready is the write end of the start-readiness FIFO, for the init.
+	ready *os.File
 }
 
 // prepareSandbox turns the engine's spec into the spec libcontainer runs:
@@ -129,6 +131,15 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 	if err := os.WriteFile(filepath.Join(dir, networkLink), []byte(sn.dir), 0o600); err != nil {
 		return nil, fmt.Errorf("record the sandbox network: %w", err)
 	}
+	ready, readyIno, err := makeReadyFIFO(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			ready.Close()
+		}
+	}()
 	planPath := filepath.Join(dir, "plan.json")
 	out, cplan, err := hooks.Rewrite(spec, hooks.RewriteInput{
 		Policy:           pol,
@@ -140,6 +151,7 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 		PlanPath:         planPath,
 		Mode:             mode,
 		NetNS:            &confine.NetNS{Inode: sn.inode},
+		Ready:            &confine.Ready{Inode: readyIno},
 		Proxy:            sn.proxy,
 	})
 	if err != nil {
@@ -149,7 +161,7 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 		return nil, err
 	}
 	logrus.WithFields(logrus.Fields{"id": req.ID, "policy": res.Description, "network": sn.dir}).Debug("sandbox prepared")
-	return &prepared{spec: out, netns: sn.inner}, nil
+	return &prepared{spec: out, netns: sn.inner, ready: ready}, nil
 }
 
 // networkLink, in a container's sandbox directory, names the network

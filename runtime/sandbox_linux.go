@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/moatsandbox/moat/hooks"
 	"github.com/moatsandbox/moat/policy"
@@ -12,6 +14,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // forgetSandbox removes a deleted container's sandbox state, if it had any.
@@ -85,4 +88,61 @@ func (r *Runtime) DecisionLogDir(id string) (string, error) {
 		return "", fmt.Errorf("container %s has no network sandbox and no decision log under %s", id, cfg.LogDir)
 	}
 	return dir, nil
+}
+
+// readyFIFO, in a container's sandbox directory, is the FIFO moat-init
+// signals once it is in the sandbox's network namespace.
+const readyFIFO = "ready"
+
+// readyTimeout bounds how long `moat start` waits for that signal.
+const readyTimeout = 10 * time.Second
+
+// makeReadyFIFO makes the readiness FIFO and opens it read-write (an open
+// that does not block without a reader) for the container's init to
+// inherit; it returns the file and its inode for the plan.
+func makeReadyFIFO(dir string) (*os.File, uint64, error) {
+	p := filepath.Join(dir, readyFIFO)
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		return nil, 0, fmt.Errorf("readiness fifo: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("readiness fifo: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("readiness fifo: %w", err)
+	}
+	return f, st.Ino, nil
+}
+
+// openReady opens the read end of a sandboxed container's readiness FIFO
+// before `moat start` lets the init run; nil when the container has none.
+func openReady(cfg *policy.Config, root, id string) *os.File {
+	f, err := os.OpenFile(filepath.Join(sandboxDir(cfg, root, id), readyFIFO), os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// waitReady waits until moat-init has signalled that it is in the
+// sandbox's network namespace, or has exited (every writer gone), or the
+// timeout passes.
+func waitReady(f *os.File) error {
+	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		n, err := unix.Poll(fds, int(time.Until(deadline)/time.Millisecond))
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return fmt.Errorf("wait for the sandbox: %w", err)
+		case n == 0:
+			return fmt.Errorf("the container's init did not enter its network sandbox within %v", readyTimeout)
+		}
+		return nil
+	}
 }

@@ -112,3 +112,30 @@ func inNetNS(path string, fn func() error) error {
 	}()
 	return <-errc
 }
+
+// TestNetworkStartWaitsForInit: `moat start` returns only once moat-init
+// is in the sandbox's inner netns, so whoever reads /proc/PID/ns/net right
+// after start (poststart hooks, engines) sees the final namespace.
+func TestNetworkStartWaitsForInit(t *testing.T) {
+	b := newTestbed(t)
+	e := newSandboxEnv(t, networkPolicy(b))
+	var outer unix.Stat_t
+	if err := unix.Stat(b.outer, &outer); err != nil {
+		t.Fatal(err)
+	}
+	bundle := netBundle(t, b, "sleep", "30")
+	for i := 0; i < 5; i++ {
+		id := e.id("start")
+		e.mustMoat("create", "--bundle", bundle, id)
+		e.mustMoat("start", id)
+		pid := e.state(id).Pid
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Ino == outer.Ino {
+			t.Errorf("run %d: right after start, the init (pid %d) is still in the outer netns", i, pid)
+		}
+		e.mustMoat("delete", "--force", id)
+	}
+}
