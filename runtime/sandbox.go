@@ -155,7 +155,7 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 		Proxy:            sn.proxy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("rewrite spec: %w", err)
+		return nil, err // already says "rewrite spec: ..."
 	}
 	if err := confine.WritePlan(planPath, cplan); err != nil {
 		return nil, err
