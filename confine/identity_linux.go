@@ -82,15 +82,18 @@ func dropIdentity(id Identity, caps *Capabilities) error {
 	if err != nil {
 		return err
 	}
+	// The bounding set only limits what an execve can gain, and only this
+	// thread (locked, the one that execs or forks the program) ever execs,
+	// so it is dropped here alone: one prctl per capability rather than
+	// one stop-the-world round over every Go thread per capability, which
+	// cost tens of milliseconds per start. Every other set changes on
+	// every thread below.
 	last := lastCap()
 	for c := 0; c <= last; c++ {
 		if sets.bounding&(1<<uint(c)) != 0 {
 			continue
 		}
-		if err := allThreadsPrctl(unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
-			if errors.Is(err, unix.ENOTSUP) {
-				return fmt.Errorf("drop capabilities: %w (moat-init must be built with CGO_ENABLED=0)", err)
-			}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
 			return fmt.Errorf("drop %s from the bounding set: %w", capName(c), err)
 		}
 	}

@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -117,7 +116,7 @@ var (
 	gpuRO = []string{"/run/nvidia-persistenced"}
 )
 
-var gpuDevice = regexp.MustCompile(`^/dev/nvidia[0-9]+$`)
+var gpuDevice = lazyRegexp(`^/dev/nvidia[0-9]+$`)
 
 // Files the engine bind-mounts read-write for the container's name
 // resolution. The sidecar resolves names with these same files, so the
@@ -363,7 +362,7 @@ func (b *planBuilder) addGPU(spec *specs.Spec, opts PlanOptions) {
 	}
 	if spec != nil && spec.Linux != nil {
 		for _, d := range spec.Linux.Devices {
-			if gpuDevice.MatchString(d.Path) {
+			if gpuDevice().MatchString(d.Path) {
 				b.derived(d.Path, AccessRW, OriginGPU)
 			}
 		}

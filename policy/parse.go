@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -111,12 +110,12 @@ func (r *reader) document(data []byte) *Policy {
 	return p
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var yamlLine = lazyRegexp(`^yaml: line (\d+): (.*)$`)
 
 // syntaxError turns a YAML parser error into a positioned diagnostic.
 func (r *reader) syntaxError(err error) {
 	msg := err.Error()
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+	if m := yamlLine().FindStringSubmatch(msg); m != nil {
 		var line int
 		fmt.Sscan(m[1], &line)
 		r.diags = append(r.diags, Diagnostic{File: r.file, Line: line, Col: 1, Message: "syntax error: " + m[2]})
@@ -226,7 +225,7 @@ func (r *reader) landlock(n *yaml.Node, path string) Landlock {
 	return l
 }
 
-var userName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$`)
+var userName = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$`)
 
 func (r *reader) process(n *yaml.Node, path string) *Process {
 	pr := &Process{}
@@ -265,7 +264,7 @@ func validIdentity(s string) bool {
 		_, err := fmt.Sscan(s, &id)
 		return err == nil && id < 1<<32-1
 	}
-	return userName.MatchString(s)
+	return userName().MatchString(s)
 }
 
 func (r *reader) ports(n *yaml.Node, path string) []uint16 {

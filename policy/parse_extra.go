@@ -2,7 +2,6 @@ package policy
 
 import (
 	"net/url"
-	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -11,9 +10,9 @@ import (
 // The moat-only top-level keys: credentials and inference routes.
 
 var (
-	credentialName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
-	envName        = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	fileName       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	credentialName = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
+	envName        = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	fileName       = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 )
 
 func (r *reader) credentials(n *yaml.Node, path string) map[string]*Credential {
@@ -25,7 +24,7 @@ func (r *reader) credentials(n *yaml.Node, path string) map[string]*Credential {
 	envs := map[string]string{}
 	for _, f := range fields {
 		cpath := join(path, f.key)
-		if !credentialName.MatchString(f.key) {
+		if !credentialName().MatchString(f.key) {
 			r.errorf(f.keyN, cpath, "invalid credential name %q (letters, digits, '_' and '-', starting with a letter or '_')", f.key)
 			continue
 		}
@@ -39,7 +38,7 @@ func (r *reader) credentials(n *yaml.Node, path string) map[string]*Credential {
 			switch sf.key {
 			case "env":
 				if s, ok := r.str(sf.value, spath); ok {
-					if !envName.MatchString(s) {
+					if !envName().MatchString(s) {
 						r.errorf(sf.value, spath, "invalid environment variable name %q", s)
 					}
 					c.Env = s
@@ -78,11 +77,11 @@ func (r *reader) checkCredentialSource(n *yaml.Node, path, s string) {
 	case !ok:
 		r.errorf(n, path, "source %q must be env:VAR or file:NAME", s)
 	case kind == "env":
-		if !envName.MatchString(name) {
+		if !envName().MatchString(name) {
 			r.errorf(n, path, "invalid environment variable name %q", name)
 		}
 	case kind == "file":
-		if !fileName.MatchString(name) {
+		if !fileName().MatchString(name) {
 			r.errorf(n, path, "invalid file name %q (a name in the credentials directory, not a path)", name)
 		}
 	default:
@@ -152,7 +151,7 @@ func (r *reader) route(n *yaml.Node, path string) *Route {
 			rt.APIKey, _ = r.str(f.value, fpath)
 		case "api_key_env":
 			if s, ok := r.str(f.value, fpath); ok {
-				if !envName.MatchString(s) {
+				if !envName().MatchString(s) {
 					r.errorf(f.value, fpath, "invalid environment variable name %q", s)
 				}
 				rt.APIKeyEnv = s

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -144,7 +143,7 @@ func Resolve(cfg *Config, annotations map[string]string, flagPolicy string, ld L
 }
 
 // policyName is what dev.moat.policy-name accepts.
-var policyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+var policyName = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // ValidatePolicyName checks a dev.moat.policy-name value: a name, never a
 // path, so an annotation can only pick one of the admin's policies.
@@ -165,7 +164,7 @@ func ValidatePolicyName(name string) error {
 	case strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml"):
 		return fmt.Errorf("policy name %q ends in a file extension: give the name without it (%q)", name,
 			strings.TrimSuffix(strings.TrimSuffix(name, ".yaml"), ".yml"))
-	case !policyName.MatchString(name):
+	case !policyName().MatchString(name):
 		for i, r := range name {
 			if i == 0 && !isAlnum(r) {
 				return fmt.Errorf("policy name %q must start with a letter or digit", name)
