@@ -1,9 +1,14 @@
 // Command start measures container start cost: `moat run` against `runc
 // run` of /bin/true on the same busybox bundle, interleaved, and prints the
-// medians, their spread and the ratio. It needs root. `make bench` runs it.
+// medians, their spread and the ratio. moat runs three ways: with the
+// sandbox off, with the sandbox on and the embedded default policy (no
+// network section: no network work), and with the full sandbox (a policy
+// with a network section, so every run makes the inner netns, the veth,
+// the nftables rules and the sidecar). It needs root. `make bench` runs it.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -67,7 +72,26 @@ func run(moat, runc string, n int) error {
 			return exec.Command(moat, "--root", filepath.Join(dir, "moat-root"), "--config", sbCfg, "run", "--bundle", bundle, id)
 		},
 	}
-	names := []string{"runc run", "moat run (sandbox off)", "moat run (sandbox on)"}
+	// The full sandbox: the embedded default policy plus a network
+	// section of one endpoint.
+	fullCfg, err := fullSandboxConfig(dir)
+	if err != nil {
+		return err
+	}
+	cmds["moat run (full sandbox)"] = func(id string) *exec.Cmd {
+		return exec.Command(moat, "--root", filepath.Join(dir, "moat-root"), "--config", fullCfg, "run", "--bundle", bundle, id)
+	}
+	// Whatever a failed run left behind goes, network and sidecar included.
+	defer func() {
+		// The full sandbox's configuration first: it knows its network state.
+		for _, cfg := range []string{fullCfg, sbCfg, cfg} {
+			ents, _ := os.ReadDir(filepath.Join(dir, "moat-root"))
+			for _, ent := range ents {
+				_ = exec.Command(moat, "--root", filepath.Join(dir, "moat-root"), "--config", cfg, "delete", "--force", ent.Name()).Run()
+			}
+		}
+	}()
+	names := []string{"runc run", "moat run (sandbox off)", "moat run (sandbox on)", "moat run (full sandbox)"}
 	times := map[string][]time.Duration{}
 	// One warm-up run each, then n interleaved runs, rotating which
 	// runtime goes first so drift on a noisy machine hits all alike.
@@ -87,10 +111,10 @@ func run(moat, runc string, n int) error {
 	}
 	base := median(times[names[0]])
 	fmt.Printf("Container start, /bin/true on a busybox bundle, %d interleaved runs each\n", n)
-	fmt.Printf("%-24s %10s %10s %10s %8s\n", "", "median", "p10", "p90", "ratio")
+	fmt.Printf("%-25s %10s %10s %10s %8s\n", "", "median", "p10", "p90", "ratio")
 	for _, name := range names {
 		d := times[name]
-		fmt.Printf("%-24s %10s %10s %10s %7.2fx\n", name, ms(median(d)), ms(pct(d, 10)), ms(pct(d, 90)), float64(median(d))/float64(base))
+		fmt.Printf("%-25s %10s %10s %10s %7.2fx\n", name, ms(median(d)), ms(pct(d, 10)), ms(pct(d, 90)), float64(median(d))/float64(base))
 	}
 	// Spread of each ratio: the p10..p90 of run-by-run ratios.
 	for _, name := range names[1:] {
@@ -102,7 +126,36 @@ func run(moat, runc string, n int) error {
 		fmt.Printf("pairwise ratio %s / runc: median %.2fx, p10 %.2fx, p90 %.2fx\n", name,
 			ratios[len(ratios)/2], ratios[len(ratios)*10/100], ratios[len(ratios)*90/100])
 	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "full-state", "networks")); len(ents) > 0 {
+		return errors.New("full sandbox: network state left behind after the runs")
+	}
 	return nil
+}
+
+// fullSandboxConfig writes an admin configuration whose default policy is
+// the embedded one plus a network section (one endpoint), with its state
+// and logs in dir, and returns its path.
+func fullSandboxConfig(dir string) (string, error) {
+	pol := filepath.Join(dir, "full-policy.yaml")
+	if err := os.WriteFile(pol, []byte(`version: 1
+filesystem_policy:
+  include_workdir: true
+landlock:
+  compatibility: best_effort
+network_policies:
+  bench:
+    endpoints:
+      - host: example.com
+        port: 443
+    binaries:
+      - path: /usr/bin/curl
+`), 0o644); err != nil {
+		return "", err
+	}
+	cfg := filepath.Join(dir, "full-sandbox.yaml")
+	body := fmt.Sprintf("sandbox: on\nstate_dir: %s\nlog_dir: %s\ndefault_policy: %s\n",
+		filepath.Join(dir, "full-state"), filepath.Join(dir, "full-logs"), pol)
+	return cfg, os.WriteFile(cfg, []byte(body), 0o644)
 }
 
 func median(d []time.Duration) time.Duration { return pct(d, 50) }
