@@ -87,7 +87,7 @@ func Confine(plan *Plan, argv, env []string, opts Options) (*Program, error) {
 			return nil, err
 		}
 	}
-	if err := dropIdentity(plan.Identity, plan.Capabilities); err != nil {
+	if err := dropIdentity(plan.Identity, plan.Capabilities, true); err != nil {
 		return nil, err
 	}
 	return prog, nil
@@ -116,7 +116,7 @@ func Harden(id Identity, caps *Capabilities) error {
 	if err := setNoNewPrivs(); err != nil {
 		return err
 	}
-	if err := dropIdentity(id, caps); err != nil {
+	if err := dropIdentity(id, caps, false); err != nil {
 		return err
 	}
 	moat, err := MoatFilter()

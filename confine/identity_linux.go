@@ -77,7 +77,10 @@ type capData struct {
 // dropIdentity switches every thread to the planned user and capabilities,
 // in runc's order: bounding set, keep-caps, groups, gid, uid, clear
 // keep-caps, capset, ambient.
-func dropIdentity(id Identity, caps *Capabilities) error {
+//
+// execThreadOnly drops the bounding set on the calling thread only (see
+// below); Harden, for processes that never exec, drops it on every thread.
+func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 	sets, err := planCapSets(caps)
 	if err != nil {
 		return err
@@ -93,7 +96,13 @@ func dropIdentity(id Identity, caps *Capabilities) error {
 		if sets.bounding&(1<<uint(c)) != 0 {
 			continue
 		}
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+		var err error
+		if execThreadOnly {
+			err = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		} else {
+			err = allThreadsPrctl(unix.PR_CAPBSET_DROP, uintptr(c), 0)
+		}
+		if err != nil {
 			return fmt.Errorf("drop %s from the bounding set: %w", capName(c), err)
 		}
 	}

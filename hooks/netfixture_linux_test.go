@@ -58,6 +58,7 @@ func egressSpec(tb testing.TB, outer, allocDir string) NetworkSpec {
 		Egress:       true,
 		ProxyPort:    3128,
 		NFLogGroup:   100,
+		NFQueue:      100,
 		InboundPorts: []uint16{8080},
 	}
 }

@@ -38,6 +38,13 @@ type NetworkSpec struct {
 	ProxyPort uint16
 	// NFLogGroup is the NFLOG group of refused bypass attempts.
 	NFLogGroup uint16
+	// NFQueue is the NFQUEUE new TCP connections of an egress sandbox go
+	// to before they are refused, so the sidecar can name the calling
+	// binary while the socket exists; its verdict (NF_REPEAT with
+	// RejectMark) then gets them a TCP reset. 0: no queue, TCP is only
+	// logged and refused like the rest. With a queue but no listener the
+	// kernel drops the SYNs: connects time out instead of being refused.
+	NFQueue uint16
 	// InboundPorts are the inner ports the sidecar forwards connections to.
 	InboundPorts []uint16
 }
@@ -238,8 +245,21 @@ func (s *setup) buildInner(u *undoStack) error {
 	if err := loopbackRoutes(c, !s.spec.Egress); err != nil {
 		return err
 	}
-	addInnerTable(c.nft, innerRules{proxy: s.n.Proxy, inbound: s.spec.InboundPorts, logGroup: s.spec.NFLogGroup})
-	if err := c.nft.Flush(); err != nil {
+	r := innerRules{proxy: s.n.Proxy, inbound: s.spec.InboundPorts, logGroup: s.spec.NFLogGroup, queue: s.spec.NFQueue}
+	addInnerTable(c.nft, r)
+	err = c.nft.Flush()
+	if err != nil && r.proxy.IsValid() && r.queue != 0 && errors.Is(err, unix.ENOENT) {
+		// No nft_queue in this kernel (the batch failed as a whole): try
+		// the xtables NFQUEUE target.
+		r.xtQueue = true
+		addInnerTable(c.nft, r)
+		if xerr := c.nft.Flush(); xerr != nil {
+			err = fmt.Errorf("%w (with the xtables NFQUEUE target: %w)", err, xerr)
+		} else {
+			err = nil
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("inner nftables table: %w", err)
 	}
 	return nil

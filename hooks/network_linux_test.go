@@ -61,7 +61,7 @@ func TestNetworkEgress(t *testing.T) {
 
 	t.Run("inner links", func(t *testing.T) { checkInnerLinks(t, n) })
 	t.Run("rules", func(t *testing.T) {
-		checkRuleCounts(t, n.InnerPath, InnerTable, map[string]int{"output": 7, "input": 3})
+		checkRuleCounts(t, n.InnerPath, InnerTable, map[string]int{"output": 9, "input": 3})
 		checkRuleCounts(t, outer, n.Table, map[string]int{"forward": 2, "input": 3})
 	})
 	if v := readSysctlIn(t, n.InnerPath, "net/ipv6/conf/eth0/disable_ipv6"); v != "1" {
@@ -70,18 +70,40 @@ func TestNetworkEgress(t *testing.T) {
 
 	listenIn(t, outer, n.Proxy.String())
 	listenIn(t, outer, "0.0.0.0:2222")
+	// New TCP connections go through the sidecar's queue, which answers
+	// NF_REPEAT with RejectMark: refused at once, and never logged twice.
+	queue := listenNFQueue(t, n.InnerPath, spec.NFQueue)
 	readOK(t, n.InnerPath, n.Proxy.String())
+	outerAddr := n.OuterAddr.Addr().String()
 	refusedFast(t, n.InnerPath, "192.0.2.1:80", unix.ECONNREFUSED)
-	refusedFast(t, n.InnerPath, net.JoinHostPort(n.OuterAddr.Addr().String(), "2222"), unix.ECONNREFUSED)
+	refusedFast(t, n.InnerPath, net.JoinHostPort(outerAddr, "2222"), unix.ECONNREFUSED)
 	refusedFast(t, n.InnerPath, "[2001:db8::1]:443", unix.ECONNREFUSED)
 	checkUDPRefused(t, n.InnerPath, "192.0.2.1:53")
 	checkICMPRefused(t, n.InnerPath, "192.0.2.1")
-	logged := log.logged(t)
-	for _, dst := range []string{"192.0.2.1", n.OuterAddr.Addr().String(), "2001:db8::1"} {
-		if !logged[netip.MustParseAddr(dst)] {
-			t.Errorf("no NFLOG message for the refused packets to %s (logged: %v)", dst, logged)
+	queued := queue.queued()
+	for _, dst := range []string{"192.0.2.1:80", net.JoinHostPort(outerAddr, "2222"), "[2001:db8::1]:443"} {
+		if !queued[netip.MustParseAddrPort(dst)] {
+			t.Errorf("no queued SYN to %s (queued: %v)", dst, queued)
 		}
 	}
+	if queued[n.Proxy] {
+		t.Errorf("the connection to the proxy was queued: %v", queued)
+	}
+	logged := log.logged(t)
+	if !logged[netip.MustParseAddr("192.0.2.1")] {
+		t.Errorf("no NFLOG message for the refused UDP and ICMP packets to 192.0.2.1 (logged: %v)", logged)
+	}
+	for _, dst := range []string{outerAddr, "2001:db8::1"} {
+		if logged[netip.MustParseAddr(dst)] {
+			t.Errorf("the queued SYN to %s was logged to NFLOG too (logged: %v)", dst, logged)
+		}
+	}
+	// With nobody on the queue (a dead sidecar) the SYN is dropped: the
+	// connect times out and never gets through.
+	queue.stop()
+	droppedFrom(t, n.InnerPath, "192.0.2.1:80")
+	droppedFrom(t, n.InnerPath, net.JoinHostPort(outerAddr, "2222"))
+	readOK(t, n.InnerPath, n.Proxy.String())
 
 	// Inbound: the sidecar's forwarder reaches the declared port only.
 	listenIn(t, n.InnerPath, "0.0.0.0:8080")
@@ -260,7 +282,9 @@ func TestNetworkNoEgress(t *testing.T) {
 	allocDir := filepath.Join(t.TempDir(), "alloc")
 	before := snapshot(t, "", allocDir)
 	dir := t.TempDir()
-	n, err := SetupNetwork(NetworkSpec{Dir: dir, NFLogGroup: 100})
+	// The queue is for egress sandboxes only: here TCP is refused at once
+	// with no listener.
+	n, err := SetupNetwork(NetworkSpec{Dir: dir, NFLogGroup: 100, NFQueue: 100})
 	if err != nil {
 		t.Fatalf("SetupNetwork: %v", err)
 	}
@@ -315,7 +339,12 @@ func TestNetworkSharedOuter(t *testing.T) {
 	// Registered first, so it runs after both sandboxes' teardowns.
 	t.Cleanup(func() { checkClean(t, before, snapshot(t, outer, allocDir)) })
 	a := mustSetup(t, egressSpec(t, outer, allocDir))
-	b := mustSetup(t, egressSpec(t, outer, allocDir))
+	// Sandbox b has no queue: TCP is logged and refused like the rest.
+	specB := egressSpec(t, outer, allocDir)
+	specB.NFQueue = 0
+	b := mustSetup(t, specB)
+	checkRuleCounts(t, b.InnerPath, InnerTable, map[string]int{"output": 7, "input": 3})
+	listenNFQueue(t, a.InnerPath, 100)
 	if a.OuterAddr.Masked() == b.OuterAddr.Masked() || a.VethOuter == b.VethOuter || a.Table == b.Table {
 		t.Fatalf("sandboxes share pieces: %+v and %+v", a, b)
 	}
@@ -328,4 +357,9 @@ func TestNetworkSharedOuter(t *testing.T) {
 	readOK(t, b.InnerPath, b.Proxy.String())
 	// Sandbox a cannot reach b's proxy address: it is not its own.
 	refusedFast(t, a.InnerPath, b.Proxy.String(), unix.ECONNREFUSED)
+	log := listenNFLog(t, b.InnerPath, 100)
+	refusedFast(t, b.InnerPath, a.Proxy.String(), unix.ECONNREFUSED)
+	if logged := log.logged(t); !logged[a.Proxy.Addr()] {
+		t.Errorf("no NFLOG message for the refused SYN to %v (logged: %v)", a.Proxy.Addr(), logged)
+	}
 }

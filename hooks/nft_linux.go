@@ -4,9 +4,16 @@ package hooks
 // binary). The inner netns lets its processes reach only loopback and the
 // sidecar's proxy: everything else is logged to an NFLOG group the sidecar
 // reads and refused at once (TCP reset, ICMP unreachable), so a program
-// that ignores HTTP_PROXY fails fast instead of timing out. The outer
-// netns drops whatever comes out of the veth except traffic to the proxy,
-// so even a process that flushes the inner rules gets nowhere.
+// that ignores HTTP_PROXY fails fast instead of timing out. In a sandbox
+// with egress, new TCP connections take a detour first: their SYN goes to
+// an NFQUEUE the sidecar reads while the connecting socket still exists
+// (so it can name the calling binary), and comes back marked with
+// RejectMark, which the chain answers with a TCP reset. The queue has no
+// bypass flag: with no sidecar listening, the kernel drops the SYN, so a
+// dead sidecar leaves direct connections timing out, never getting
+// through (fail closed). The outer netns drops whatever comes out of the
+// veth except traffic to the proxy, so even a process that flushes the
+// inner rules gets nowhere.
 
 import (
 	"encoding/binary"
@@ -16,11 +23,19 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+	"github.com/moatsandbox/moat/sidecar/bypass"
 	"golang.org/x/sys/unix"
 )
 
 // InnerTable is the nftables table (family inet) of every inner netns.
 const InnerTable = "moat"
+
+// RejectMark is the packet mark the sidecar gives a queued SYN with its
+// NF_REPEAT verdict; the inner output chain rejects marked packets with a
+// TCP reset when they traverse it again. It is defined by the sidecar's
+// queue reader, so the sidecar does not link this package.
+const RejectMark = bypass.RejectMark
 
 // loopbackIndex is the interface index of lo in every network namespace.
 const loopbackIndex = 1
@@ -30,13 +45,18 @@ type innerRules struct {
 	proxy    netip.AddrPort // the sidecar's proxy; zero without egress
 	inbound  []uint16       // inner ports the sidecar may connect to
 	logGroup uint16         // NFLOG group of refused packets
+	queue    uint16         // NFQUEUE of new TCP connections (egress only); 0: none
+	// xtQueue queues with the xtables NFQUEUE target (through nft_compat)
+	// instead of nftables' own queue expression, which kernels built
+	// without CONFIG_NFT_QUEUE lack.
+	xtQueue bool
 }
 
 // addInnerTable queues the inner netns's table on c: an output chain that
-// accepts local traffic, established flows and the proxy and logs and
-// rejects the rest, and an input chain that drops what is neither loopback,
-// established nor a new connection from the proxy's address to an inbound
-// port.
+// accepts local traffic, established flows and the proxy, queues new TCP
+// connections to the sidecar (egress only) and logs and rejects the rest,
+// and an input chain that drops what is neither loopback, established nor
+// a new connection from the proxy's address to an inbound port.
 func addInnerTable(c *nftables.Conn, r innerRules) {
 	t := c.AddTable(&nftables.Table{Name: InnerTable, Family: nftables.TableFamilyINet})
 	out := c.AddChain(baseChain(t, "output", nftables.ChainHookOutput, nftables.ChainPolicyAccept))
@@ -48,6 +68,14 @@ func addInnerTable(c *nftables.Conn, r innerRules) {
 	}
 	if r.proxy.IsValid() {
 		rules = append(rules, join(matchIPv4(ipv4DaddrOffset, r.proxy.Addr()), matchTCPDport(r.proxy.Port()), accept()))
+		if r.queue != 0 {
+			rules = append(rules,
+				// A SYN the sidecar has seen comes back with the mark.
+				join(matchL4(unix.IPPROTO_TCP), matchMark(RejectMark), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
+				// No QueueFlagBypass: without a listener the SYN is dropped.
+				join(matchL4(unix.IPPROTO_TCP), matchTCPSyn(), matchCtState(expr.CtStateBitNEW), queueTo(r.queue, r.xtQueue)),
+			)
+		}
 	}
 	rules = append(rules,
 		// A queue threshold of 1 hands each message to the sidecar at once
@@ -193,6 +221,44 @@ func matchIPv4(offset uint32, addr netip.Addr) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
 		eq(addr.AsSlice()),
 	}
+}
+
+// matchMark matches packets whose mark is mark.
+func matchMark(mark uint32) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyMARK, Register: 1}, eq(binary.NativeEndian.AppendUint32(nil, mark))}
+}
+
+// TCP header flags.
+const (
+	tcpFlagsOffset = 13
+	tcpFlagSYN     = 0x02
+	tcpFlagACK     = 0x10
+)
+
+// matchTCPSyn matches the TCP segments that open a connection: SYN set,
+// ACK clear (tcp flags & (syn|ack) == syn). The caller matches the
+// protocol.
+func matchTCPSyn() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOffset, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{tcpFlagSYN | tcpFlagACK}, Xor: []byte{0}},
+		eq([]byte{tcpFlagSYN}),
+	}
+}
+
+// queueTo sends packets to NFQUEUE num, without the bypass flag (no
+// listener: the packet is dropped), with nftables' queue expression or,
+// with xtTarget, the xtables NFQUEUE target (revision 3, whose struct
+// xt_NFQ_info_v3 is queuenum, queues_total, flags in host order).
+func queueTo(num uint16, xtTarget bool) expr.Any {
+	if !xtTarget {
+		return &expr.Queue{Num: num, Total: 1}
+	}
+	info := binary.NativeEndian.AppendUint16(nil, num)
+	info = binary.NativeEndian.AppendUint16(info, 1)
+	info = binary.NativeEndian.AppendUint16(info, 0)
+	xinfo := xt.Unknown(info)
+	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &xinfo}
 }
 
 // matchTCPDport matches TCP packets to port.

@@ -27,6 +27,10 @@ const sidecarUser = 65534
 // belong to a network namespace, so every inner netns uses the same one.
 const nflogGroup = 100
 
+// nfQueue is the NFQUEUE new direct TCP connections of an egress sandbox
+// wait in while the sidecar names their binary; per netns, like nflogGroup.
+const nfQueue = 100
+
 // Files of a network directory (<state_dir>/networks/<key>/), shared by
 // the containers of one sandbox.
 const (
@@ -118,6 +122,7 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 		Egress:       egress,
 		ProxyPort:    cfg.ProxyPort,
 		NFLogGroup:   nflogGroup,
+		NFQueue:      nfQueue,
 		InboundPorts: ports,
 	})
 	if err != nil {
@@ -140,6 +145,7 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 			LogMaxBytes:  int64(cfg.LogMaxSizeMB) << 20,
 			LogMaxFiles:  cfg.LogMaxFiles,
 			NFLogGroup:   nflogGroup,
+			NFQueue:      nfQueue,
 			User:         sidecarUser,
 			Group:        sidecarUser,
 		}

@@ -10,7 +10,7 @@ export PATH=/usr/local/go/bin:$PATH
 # under (runc, containerd 1.6, Docker 20.10), busybox for the test rootfs,
 # jq and umoci for images, and iptables for dockerd. Installed only when
 # missing, so reruns are fast.
-pkgs=(make git gcc pkg-config libseccomp-dev runc containerd docker.io busybox-static umoci jq iptables file)
+pkgs=(make git gcc pkg-config libseccomp-dev runc containerd docker.io busybox-static debootstrap umoci jq iptables file)
 need=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

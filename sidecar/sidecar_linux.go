@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/moatsandbox/moat/policy"
 	"github.com/moatsandbox/moat/policy/engine"
@@ -108,9 +109,7 @@ func Start(ctx context.Context, cfg *control.Config, logger *slog.Logger) (_ *Si
 	if err := s.startControl(); err != nil {
 		return nil, err
 	}
-	if cfg.NFLogGroup != 0 {
-		s.startBypass(ctx)
-	}
+	s.startBypass(ctx)
 	return s, nil
 }
 
@@ -126,22 +125,68 @@ func (s *Sidecar) Close() error {
 	return errors.Join(errs...)
 }
 
-// startBypass logs the bypass attempts the inner netns refused. The
-// refusal itself is the kernel's; a monitor that cannot start only costs
-// the log lines, so it is a warning, not a failed sandbox.
+// bypassLookupTimeout bounds the identity lookup of a queued SYN: its
+// connect(2) waits for the lookup before it is refused.
+const bypassLookupTimeout = 250 * time.Millisecond
+
+// startBypass logs the bypass attempts of the inner netns: new TCP
+// connections from its NFQUEUE, named by the calling binary while their
+// socket still waits for an answer, everything else from its NFLOG group.
+// The NFLOG refusal itself is the kernel's, so a monitor that cannot
+// start only costs log lines. Without a queue reader the kernel drops the
+// queued SYNs: direct TCP connections time out instead of being refused
+// at once, which is still closed, so that too is a warning, not a failed
+// sandbox.
 func (s *Sidecar) startBypass(ctx context.Context) {
-	m, err := bypass.Open(s.cfg.InnerNetNS, s.cfg.NFLogGroup)
-	if err != nil {
-		s.logger.Warn("bypass monitor unavailable; refused direct connections are not logged", "err", err)
+	if s.cfg.NFLogGroup != 0 {
+		m, err := bypass.Open(s.cfg.InnerNetNS, s.cfg.NFLogGroup)
+		if err != nil {
+			s.logger.Warn("bypass monitor unavailable; refused direct connections are not logged", "err", err)
+		} else {
+			s.onClose(m.Close)
+			go func() {
+				_ = m.Run(ctx, func(ev bypass.Event) { s.logBypass(ev, nil) })
+			}()
+		}
+	}
+	if s.cfg.NFQueue == 0 {
 		return
 	}
-	s.onClose(m.Close)
+	q, err := bypass.OpenQueue(s.cfg.InnerNetNS, s.cfg.NFQueue)
+	if err != nil {
+		s.logger.Warn("bypass queue unavailable; direct TCP connections time out instead of being refused, unlogged", "err", err)
+		return
+	}
+	s.onClose(q.Close)
 	go func() {
-		_ = m.Run(ctx, s.logBypass)
+		if err := q.Run(ctx, s.logQueued); err != nil && !errors.Is(err, context.Canceled) {
+			s.logger.Error("bypass queue stopped; direct TCP connections now time out instead of being refused", "err", err)
+		}
 	}()
 }
 
-func (s *Sidecar) logBypass(ev bypass.Event) {
+// logQueued logs a queued TCP SYN with the process that sent it: its
+// socket is still in SYN_SENT, so sock_diag finds it by the exact tuple.
+func (s *Sidecar) logQueued(ev bypass.Event) {
+	var proc *identity.Process
+	if ev.Src.IsValid() && ev.Dst.IsValid() {
+		ctx, cancel := context.WithTimeout(context.Background(), bypassLookupTimeout)
+		p, err := s.ids.Lookup(ctx, ev.Src, ev.Dst)
+		cancel()
+		if err == nil {
+			proc = p
+		} else {
+			s.logger.Debug("bypass: no process for a queued SYN", "src", ev.Src, "dst", ev.Dst, "err", err)
+		}
+	}
+	s.logBypass(ev, proc)
+}
+
+// logBypass writes the decision log record of a refused direct
+// connection, naming proc when it is known. Packets from NFLOG come
+// without one: the kernel refused them before the monitor read them, so
+// their sockets may be gone (TCP connections are named by the queue).
+func (s *Sidecar) logBypass(ev bypass.Event, proc *identity.Process) {
 	rec := declog.Record{
 		Time:     ev.Time,
 		Sandbox:  s.cfg.Sandbox,
@@ -152,10 +197,8 @@ func (s *Sidecar) logBypass(ev bypass.Event) {
 		Port:     ev.Dst.Port(),
 		Reason:   bypassReason(ev),
 	}
-	if ev.Protocol == "tcp" && ev.Src.IsValid() {
-		if p, err := s.ids.Lookup(context.Background(), ev.Src, ev.Dst); err == nil {
-			rec.Binary, rec.PID, rec.Ancestors = p.Exe.Path, p.PID, p.AncestorPaths()
-		}
+	if proc != nil {
+		rec.Binary, rec.PID, rec.Ancestors = proc.Exe.Path, proc.PID, proc.AncestorPaths()
 	}
 	s.log.Log(rec)
 }

@@ -18,12 +18,15 @@ import (
 )
 
 // dropPrivileges leaves the sidecar, once every socket is open, running as
-// cfg.User under no_new_privs and moat's seccomp filter, with two
+// cfg.User under no_new_privs and moat's seccomp filter, with three
 // capabilities: CAP_SYS_PTRACE (ptrace access to the sandbox's processes:
-// /proc/PID/exe, ns/net) and CAP_DAC_READ_SEARCH (their /proc/PID/fd
-// directories are mode 0500 for their own user, whoever that is). The decision log's
-// directory becomes the user's, so rotation still works. User 0 keeps
-// root (tests, debugging).
+// /proc/PID/exe, ns/net), CAP_DAC_READ_SEARCH (their /proc/PID/fd
+// directories are mode 0500 for their own user, whoever that is) and,
+// when the sandbox has an NFQUEUE, CAP_NET_ADMIN (the kernel checks it on
+// every message sent to nfnetlink, so each verdict on a queued SYN needs
+// it; the seccomp filter still refuses new netlink sockets other than
+// NETLINK_ROUTE). The decision log's directory becomes the user's, so
+// rotation still works. User 0 keeps root (tests, debugging).
 func dropPrivileges(cfg *control.Config) error {
 	if cfg.User == 0 {
 		return nil
@@ -38,6 +41,9 @@ func dropPrivileges(cfg *control.Config) error {
 		return fmt.Errorf("hand the decision log to uid %d: %w", cfg.User, err)
 	}
 	keep := []string{"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"}
+	if cfg.NFQueue != 0 {
+		keep = append(keep, "CAP_NET_ADMIN")
+	}
 	return confine.Harden(confine.Identity{UID: cfg.User, GID: cfg.Group},
 		&confine.Capabilities{Bounding: keep, Effective: keep, Permitted: keep})
 }

@@ -11,6 +11,17 @@
 // logged packet into an Event: protocol, source and destination, the uid and
 // gid that own the sending socket, and the rule's log prefix.
 //
+// A TCP SYN is refused before the NFLOG message is read, and the socket
+// that sent it is gone by then, so an Event alone cannot name the calling
+// program. Sandboxes with egress therefore send new TCP connections to an
+// NFQUEUE first. A Queue owns it: it reads each SYN while the connecting
+// socket still waits in SYN_SENT (so sock_diag can find it), hands the
+// Event to a callback, then answers NF_REPEAT with RejectMark, and the
+// chain rejects the marked packet with a TCP reset: the connect still
+// fails at once with ECONNREFUSED. The queue is never fail-open and has no
+// bypass flag, so with no Queue listening the kernel drops the SYNs and
+// connects time out instead (fail closed). Verdicts need CAP_NET_ADMIN.
+//
 // Nothing here depends on kernel log sysctls, dmesg or /dev/kmsg; the
 // messages arrive over netlink, so the monitor works in any network
 // namespace and keeps working when the host's kernel log is noisy or

@@ -85,7 +85,7 @@ func TestOpenErrors(t *testing.T) {
 func TestMonitorBypass(t *testing.T) {
 	requireRoot(t)
 	path := pinnedNetNS(t)
-	ipv6 := setupInner(t, path)
+	ipv6 := setupInner(t, path, 0)
 	m := openMonitor(t, path)
 	c := collect(t, m)
 
@@ -140,7 +140,7 @@ func TestMonitorBypass(t *testing.T) {
 func TestMonitorOverrun(t *testing.T) {
 	requireRoot(t)
 	path := pinnedNetNS(t)
-	setupInner(t, path)
+	setupInner(t, path, 0)
 	m := openMonitor(t, path)
 
 	// A second listener on the same group is refused.

@@ -77,9 +77,10 @@ func pinnedNetNS(t *testing.T) string {
 
 // setupInner gives the namespace a veth pair with addresses and default
 // routes, and the output chain of a sandbox's inner namespace: loopback
-// accepted, everything else logged to testGroup and rejected. It reports
-// whether IPv6 is configured.
-func setupInner(t *testing.T, path string) (ipv6 bool) {
+// accepted, new TCP connections sent to NFQUEUE queue unless it is 0 (and
+// rejected when they come back with RejectMark), everything else logged
+// to testGroup and rejected. It reports whether IPv6 is configured.
+func setupInner(t *testing.T, path string, queue uint16) (ipv6 bool) {
 	t.Helper()
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
@@ -128,27 +129,43 @@ func setupInner(t *testing.T, path string) (ipv6 bool) {
 		ipv6 = true
 	}
 
+	err = addRules(ns, lo.Attrs().Index, queue, false)
+	if errors.Is(err, unix.ENOENT) && queue != 0 {
+		// No nft_queue in this kernel: the xtables NFQUEUE target.
+		err = addRules(ns, lo.Attrs().Index, queue, true)
+	}
+	if err != nil {
+		t.Fatalf("nftables: %v", err)
+	}
+	return ipv6
+}
+
+// addRules installs the test table of setupInner in ns.
+func addRules(ns netns.NsHandle, lo int, queue uint16, xtQueue bool) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "moattest"})
 	accept := nftables.ChainPolicyAccept
 	ch := c.AddChain(&nftables.Chain{Name: "output", Table: tbl, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-	c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+	rules := [][]expr.Any{{
 		&expr.Meta{Key: expr.MetaKeyOIF, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(uint32(lo.Attrs().Index))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(uint32(lo))},
 		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
-	c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+	}}
+	if queue != 0 {
+		rules = append(rules, queueRules(queue, xtQueue)...)
+	}
+	rules = append(rules, []expr.Any{
 		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: testGroup, Data: []byte(testPrefix)},
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
-	}})
-	if err := c.Flush(); err != nil {
-		t.Fatalf("nftables: %v", err)
+	})
+	for _, r := range rules {
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: r})
 	}
-	return ipv6
+	return c.Flush()
 }
 
 // inNetNS runs fn on a thread inside the namespace at path whose fsuid and

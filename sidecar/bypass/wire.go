@@ -90,20 +90,28 @@ type nlAttr struct {
 }
 
 // buildConfig makes an NFULNL_MSG_CONFIG request for group, asking for an
-// acknowledgement. The port id stays zero: the kernel fills in the sender's.
+// acknowledgement.
 func buildConfig(group uint16, seq uint32, family uint8, attrs ...nlAttr) []byte {
+	return buildRequest(msgTypeConfig, nlmFRequest|nlmFAck, seq, family, group, attrs...)
+}
+
+// buildRequest makes an nfnetlink request: the netlink header, nfgenmsg
+// (family, version 0, resource id: the NFLOG group or NFQUEUE number) and
+// the attributes. The port id stays zero: the kernel fills in the
+// sender's.
+func buildRequest(typ, flags uint16, seq uint32, family uint8, resID uint16, attrs ...nlAttr) []byte {
 	size := nlmsgHdrLen + nfgenHdrLen
 	for _, a := range attrs {
 		size += align4(nlaHdrLen + len(a.data))
 	}
 	b := make([]byte, size)
 	ne.PutUint32(b[0:], uint32(size))
-	ne.PutUint16(b[4:], msgTypeConfig)
-	ne.PutUint16(b[6:], nlmFRequest|nlmFAck)
+	ne.PutUint16(b[4:], typ)
+	ne.PutUint16(b[6:], flags)
 	ne.PutUint32(b[8:], seq)
 	b[16] = family
 	b[17] = 0 // NFNETLINK_V0
-	be.PutUint16(b[18:], group)
+	be.PutUint16(b[18:], resID)
 	off := nlmsgHdrLen + nfgenHdrLen
 	for _, a := range attrs {
 		ne.PutUint16(b[off:], uint16(nlaHdrLen+len(a.data)))
@@ -209,14 +217,11 @@ func parsePacket(data []byte, now time.Time) (record, error) {
 	err := walkAttrs(data[nfgenHdrLen:], func(typ uint16, v []byte) error {
 		switch typ {
 		case attrTimestamp:
-			if len(v) < timestampBytes {
-				return fmt.Errorf("NFULA_TIMESTAMP of %d bytes: %w", len(v), errTruncated)
+			t, err := parseTimestamp("NFULA_TIMESTAMP", v)
+			if err != nil {
+				return err
 			}
-			sec, usec := be.Uint64(v), be.Uint64(v[8:])
-			if sec > math.MaxInt64/2 || usec >= 1e6 {
-				return fmt.Errorf("NFULA_TIMESTAMP %d.%06d out of range", sec, usec)
-			}
-			r.Time = time.Unix(int64(sec), int64(usec)*1000)
+			r.Time = t
 		case attrPayload:
 			payload, havePayload = v, true
 		case attrPrefix:
@@ -251,6 +256,19 @@ func parsePacket(data []byte, now time.Time) (record, error) {
 		return r, err
 	}
 	return r, nil
+}
+
+// parseTimestamp reads a be64 seconds, be64 microseconds timestamp
+// attribute (NFULA_TIMESTAMP, NFQA_TIMESTAMP) named name.
+func parseTimestamp(name string, v []byte) (time.Time, error) {
+	if len(v) < timestampBytes {
+		return time.Time{}, fmt.Errorf("%s of %d bytes: %w", name, len(v), errTruncated)
+	}
+	sec, usec := be.Uint64(v), be.Uint64(v[8:])
+	if sec > math.MaxInt64/2 || usec >= 1e6 {
+		return time.Time{}, fmt.Errorf("%s %d.%06d out of range", name, sec, usec)
+	}
+	return time.Unix(int64(sec), int64(usec)*1000), nil
 }
 
 // parseDatagram calls fn for every well-formed NFULNL_MSG_PACKET in one

@@ -17,7 +17,8 @@ type Config struct {
 	// default policy.
 	PolicyFile   string `json:"policy_file,omitempty"`
 	PolicySource string `json:"policy_source,omitempty"`
-	// InnerNetNS is the pinned inner network namespace (sock_diag, NFLOG).
+	// InnerNetNS is the pinned inner network namespace (sock_diag, NFLOG,
+	// NFQUEUE).
 	InnerNetNS string `json:"inner_netns"`
 	// Proxy is the proxy's listen address (the outer veth address).
 	Proxy string `json:"proxy"`
@@ -35,6 +36,9 @@ type Config struct {
 	Hosts      string `json:"hosts,omitempty"`
 	// NFLogGroup is the NFLOG group of refused bypass attempts; 0: none.
 	NFLogGroup uint16 `json:"nflog_group,omitempty"`
+	// NFQueue is the NFQUEUE new direct TCP connections wait in until the
+	// sidecar has named their binary and refused them; 0: none.
+	NFQueue uint16 `json:"nfqueue,omitempty"`
 	// User and Group the sidecar drops to after setup; 0 keeps root.
 	User  uint32 `json:"user,omitempty"`
 	Group uint32 `json:"group,omitempty"`
