@@ -97,6 +97,13 @@ func Confine(plan *Plan, argv, env []string, opts Options) (*Program, error) {
 // environment: exec'd in ModeExec (Run returns only on error), or forked
 // and supervised in ModeReap, returning the status to exit with.
 func Run(plan *Plan, argv []string, opts Options) (int, error) {
+	var sigs func() chan os.Signal
+	if plan.Mode != ModeExec {
+		// Registering for signals starts the runtime's signal machinery
+		// (a thread and a goroutine), which costs milliseconds here; it
+		// overlaps the confinement instead of following it.
+		sigs = notifyAsync()
+	}
 	prog, err := Confine(plan, argv, os.Environ(), opts)
 	if err != nil {
 		return ExitCode(err), err
@@ -105,7 +112,7 @@ func Run(plan *Plan, argv []string, opts Options) (int, error) {
 		err := Exec(prog)
 		return ExitCode(err), err
 	}
-	return Reap(prog)
+	return reap(prog, sigs)
 }
 
 // Harden confines one of moat's own long-running processes (the sidecar)

@@ -25,13 +25,30 @@ import (
 // Reap returns as soon as the program exits; any remaining descendants die
 // with the container's PID namespace (or are re-parented upwards).
 func Reap(p *Program) (int, error) {
+	return reap(p, notifyAsync())
+}
+
+// notifyAsync registers for every signal from another goroutine and
+// returns a function that waits for the registration and yields the
+// channel. Registration must complete before the fork, so that no SIGCHLD
+// or early signal is lost.
+func notifyAsync() func() chan os.Signal {
+	done := make(chan chan os.Signal, 1)
+	go func() {
+		sigs := make(chan os.Signal, 128)
+		signal.Notify(sigs)
+		done <- sigs
+	}()
+	return func() chan os.Signal { return <-done }
+}
+
+func reap(p *Program, registered func() chan os.Signal) (int, error) {
 	if os.Getpid() != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			return ExitConfineFailed, fmt.Errorf("become child subreaper: %w", err)
 		}
 	}
-	sigs := make(chan os.Signal, 128)
-	signal.Notify(sigs) // before the fork: no SIGCHLD or early signal is lost
+	sigs := registered()
 	defer signal.Stop(sigs)
 
 	attr := &syscall.ProcAttr{

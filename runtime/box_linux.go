@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -178,8 +179,9 @@ func hasEnv(env []string, name string) bool {
 }
 
 // boxID is what a box id may be: it names a directory under the state
-// directory.
-var boxID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+// directory. Compiled on first use: bounded repetition makes a large
+// program, and every container start runs this binary.
+var boxID = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`) })
 
 // Box runs one command in a sandbox on the host's own file systems and
 // returns its exit status. The bundle lives in a private directory under
@@ -204,7 +206,7 @@ func (r *Runtime) Box(o BoxOpts) (int, error) {
 		}
 		id = "box-" + hex.EncodeToString(b)
 	}
-	if !boxID.MatchString(id) {
+	if !boxID().MatchString(id) {
 		return -1, fmt.Errorf("invalid box id %q", id)
 	}
 
