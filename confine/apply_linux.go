@@ -117,20 +117,27 @@ func Run(plan *Plan, argv []string, opts Options) (int, error) {
 
 // Harden confines one of moat's own long-running processes (the sidecar)
 // once its setup is done: no_new_privs, the identity and capabilities
-// given, then moat's seccomp filter, on every thread. It needs
-// CGO_ENABLED=0, like Confine.
+// given, then NoExecFilter and moat's seccomp filter (which forbids any
+// further filter), on every thread. The process can never exec afterwards,
+// so the bounding set (which only limits what an execve gains) is dropped
+// on the calling thread alone. It needs CGO_ENABLED=0, like Confine.
 func Harden(id Identity, caps *Capabilities) error {
 	if err := setNoNewPrivs(); err != nil {
 		return err
 	}
-	if err := dropIdentity(id, caps, false); err != nil {
+	if err := dropIdentity(id, caps, true); err != nil {
 		return err
 	}
-	moat, err := MoatFilter()
-	if err != nil {
-		return err
+	for _, filter := range []func() (SeccompProgram, error){NoExecFilter, MoatFilter} {
+		prog, err := filter()
+		if err != nil {
+			return err
+		}
+		if err := loadSeccomp(prog); err != nil {
+			return err
+		}
 	}
-	return loadSeccomp(moat)
+	return nil
 }
 
 // Exec replaces the process with the program.

@@ -57,6 +57,7 @@ type syscallTable struct {
 	x32                            bool // reject the x32 ABI (syscall numbers with bit 30 set)
 	socket, clone, clone3, unshare uint32
 	seccomp, prctl                 uint32
+	execve, execveat               uint32   // for NoExecFilter
 	denied                         []uint32 // always EPERM, in deniedNames order
 }
 
@@ -73,6 +74,7 @@ var (
 	tableX86_64 = syscallTable{
 		name: "x86_64", arch: auditArchX86_64, x32: true,
 		socket: 41, clone: 56, clone3: 435, unshare: 272, seccomp: 317, prctl: 157,
+		execve: 59, execveat: 322,
 		denied: []uint32{
 			101, 321, 310, 311,
 			425, 426, 427,
@@ -84,6 +86,7 @@ var (
 	tableAARCH64 = syscallTable{
 		name: "aarch64", arch: auditArchAARCH64,
 		socket: 198, clone: 220, clone3: 435, unshare: 97, seccomp: 277, prctl: 167,
+		execve: 221, execveat: 281,
 		denied: []uint32{
 			117, 280, 270, 271,
 			425, 426, 427,

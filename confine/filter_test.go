@@ -171,3 +171,18 @@ func TestBPFRoundTrip(t *testing.T) {
 		t.Fatal("DecodeBPF accepted 7 bytes")
 	}
 }
+
+func TestNoExecFilter(t *testing.T) {
+	p, err := NoExecFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := DecodeBPF(p.Instructions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// arch check (4), per table a load, two checks and allow (8), eperm.
+	if len(raw) != 13 || p.Name != "no-exec" {
+		t.Errorf("%s: %d instructions", p.Name, len(raw))
+	}
+}

@@ -50,7 +50,10 @@ type Network struct {
 	AllocNS string `json:"alloc_ns,omitempty"`
 
 	Egress bool `json:"egress"`
-	Ready  bool `json:"ready"` // every step is done
+	// OuterDisposable: the outer netns goes away with the sandbox
+	// (NetworkSpec.OuterDisposable).
+	OuterDisposable bool `json:"outer_disposable,omitempty"`
+	Ready           bool `json:"ready"` // every step is done
 }
 
 // LoadNetwork reads the network state of the sandbox in dir.

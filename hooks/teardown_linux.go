@@ -10,7 +10,8 @@ import (
 )
 
 // TeardownNetwork undoes SetupNetwork for the sandbox whose state
-// directory is dir, in reverse order: the outer nftables table, the veth,
+// directory is dir, in reverse order: the outer nftables table and the veth
+// (unless the outer netns is disposable),
 // the inner netns pin, the outer netns pin, the address allocation and the
 // state file. It is idempotent and works from whatever a crash or kill -9
 // at any earlier point left: a missing piece is fine, and names the state
@@ -30,8 +31,12 @@ func TeardownNetwork(dir string) error {
 	outerPin := orDefault(n.OuterPath, filepath.Join(abs, outerPinFile))
 
 	var errs []error
-	if err := cleanOuter(outerPin, orDefault(n.Table, "moat_"+id), orDefault(n.VethOuter, "moat"+id)); err != nil {
-		errs = append(errs, err)
+	// A disposable outer netns takes its table and the veth with it;
+	// otherwise they are deleted here.
+	if !n.OuterDisposable {
+		if err := cleanOuter(outerPin, orDefault(n.Table, "moat_"+id), orDefault(n.VethOuter, "moat"+id)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := unpinNetNS(innerPin); err != nil {
 		errs = append(errs, err)

@@ -81,6 +81,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		return -1, err
 	}
 	var netns, ready *os.File
+	var sidecarReady func() error
 	if cfg.Sandbox {
 		bundle, err := os.Getwd()
 		if err != nil {
@@ -90,7 +91,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		spec, netns, ready = p.spec, p.netns, p.ready
+		spec, netns, ready, sidecarReady = p.spec, p.netns, p.ready, p.sidecarReady
 		defer netns.Close()
 		defer ready.Close()
 	}
@@ -122,6 +123,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		preserveFDs:   o.PreserveFDs,
 		netns:         netns,
 		ready:         ready,
+		beforeRun:     sidecarReady,
 	}
 	return l.execute()
 }

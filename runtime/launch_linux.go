@@ -57,6 +57,9 @@ type launch struct {
 	netns *os.File
 	// ready, when set, is the start-readiness FIFO (first process only).
 	ready *os.File
+	// beforeRun, when set, must return nil after the first process is
+	// created and before it may run (the sandbox's sidecar coming up).
+	beforeRun func() error
 	// cgroupPaths are exec --cgroup's sub-cgroups, by controller.
 	cgroupPaths map[string]string
 }
@@ -104,9 +107,19 @@ func (l *launch) execute() (status int, err error) {
 		defer conn.Close()
 		defer p.PidfdSocket.Close()
 	}
-	if l.createOnly {
+	switch {
+	case l.beforeRun != nil:
+		// The process waits on the exec FIFO until Exec.
 		err = l.container.Start(p)
-	} else {
+		if err == nil {
+			err = l.beforeRun()
+		}
+		if err == nil && !l.createOnly {
+			err = l.container.Exec()
+		}
+	case l.createOnly:
+		err = l.container.Start(p)
+	default:
 		err = l.container.Run(p)
 	}
 	if err != nil {

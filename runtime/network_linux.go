@@ -51,6 +51,9 @@ type sandboxNet struct {
 	proxy string
 	// joined is true when the container joined an existing sandbox.
 	joined bool
+	// sidecarReady waits for a sidecar this create started; nil when the
+	// sandbox has none or it was running already.
+	sidecarReady func() error
 }
 
 // networksDir is where sandboxes' network directories live.
@@ -124,6 +127,8 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 		NFLogGroup:   nflogGroup,
 		NFQueue:      nfQueue,
 		InboundPorts: ports,
+		// An outer netns moat made goes with the sandbox (leaveNetwork).
+		OuterDisposable: nsEntry != nil && outer == filepath.Join(netDir, outerNetNSFile),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("network sandbox: %w", err)
@@ -159,9 +164,11 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 				return nil, fmt.Errorf("write the sandbox policy: %w", err)
 			}
 		}
-		if err := startSidecar(netDir, outer, sc); err != nil {
+		wait, err := startSidecar(netDir, outer, sc)
+		if err != nil {
 			return nil, err
 		}
+		sn.sidecarReady = wait
 		undo = append(undo, func() { stopSidecar(netDir) })
 		sn.proxy = "http://" + n.Proxy.String()
 	}
@@ -240,7 +247,9 @@ func leaveNetwork(cfg *policy.Config, dir, key, id string) error {
 	if left, _ := os.ReadDir(filepath.Join(dir, membersDir)); len(left) > 0 {
 		return nil
 	}
-	stopSidecar(dir)
+	// The sidecar winds down (flushing its decision log) while the
+	// network is torn down.
+	sidecarGone := beginStopSidecar(dir)
 	unindexNetNS(cfg, dir)
 	var errs []error
 	if err := hooks.TeardownNetwork(dir); err != nil {
@@ -251,6 +260,7 @@ func leaveNetwork(cfg *policy.Config, dir, key, id string) error {
 			errs = append(errs, err)
 		}
 	}
+	sidecarGone()
 	if len(errs) == 0 {
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)

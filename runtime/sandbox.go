@@ -43,6 +43,11 @@ type prepared struct {
 	netns *os.File
 	// ready is the write end of the start-readiness FIFO, for the init.
 	ready *os.File
+	// sidecarReady waits for the sandbox's sidecar, started by this create
+	// and coming up while libcontainer creates the container; the
+	// container's process may not run before it returns nil. nil: nothing
+	// to wait for.
+	sidecarReady func() error
 }
 
 // prepareSandbox turns the engine's spec into the spec libcontainer runs:
@@ -161,7 +166,7 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 		return nil, err
 	}
 	logrus.WithFields(logrus.Fields{"id": req.ID, "policy": res.Description, "network": sn.dir}).Debug("sandbox prepared")
-	return &prepared{spec: out, netns: sn.inner, ready: ready}, nil
+	return &prepared{spec: out, netns: sn.inner, ready: ready, sidecarReady: sn.sidecarReady}, nil
 }
 
 // networkLink, in a container's sandbox directory, names the network

@@ -23,37 +23,43 @@ const sidecarReadyTimeout = 15 * time.Second
 
 // startSidecar starts `moat-sidecar serve` for the sandbox in netDir,
 // inside the outer network namespace at outer ("" is moat's own), and
-// returns once it listens. The sidecar holds none of the caller's stdio
-// (an engine waiting for EOF on the container's streams never waits on
-// it) and lives in its own session; its own log goes to sidecar.log in
-// the sandbox's log directory.
-func startSidecar(netDir, outer string, sc *control.Config) (retErr error) {
+// returns a function that waits until it listens (or has failed): the
+// caller creates the container meanwhile and waits before the container's
+// process may run. The sidecar holds none of the caller's stdio (an engine
+// waiting for EOF on the container's streams never waits on it) and lives
+// in its own session; its own log goes to sidecar.log in the sandbox's log
+// directory.
+func startSidecar(netDir, outer string, sc *control.Config) (wait func() error, retErr error) {
 	bin, err := sidecarPath()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfgPath := filepath.Join(netDir, control.ConfigFile)
 	if err := control.WriteConfig(cfgPath, sc); err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.MkdirAll(sc.LogDir, 0o750); err != nil {
-		return fmt.Errorf("sidecar log directory: %w", err)
+		return nil, fmt.Errorf("sidecar log directory: %w", err)
 	}
 	logFile, err := os.OpenFile(filepath.Join(sc.LogDir, "sidecar.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
-		return fmt.Errorf("sidecar log: %w", err)
+		return nil, fmt.Errorf("sidecar log: %w", err)
 	}
 	defer logFile.Close()
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer devNull.Close()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("sidecar ready pipe: %w", err)
+		return nil, fmt.Errorf("sidecar ready pipe: %w", err)
 	}
-	defer readyR.Close()
+	defer func() {
+		if retErr != nil {
+			readyR.Close()
+		}
+	}()
 
 	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--ready-fd")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, logFile, logFile
@@ -63,7 +69,7 @@ func startSidecar(netDir, outer string, sc *control.Config) (retErr error) {
 	err = startIn(outer, cmd)
 	readyW.Close()
 	if err != nil {
-		return fmt.Errorf("start sidecar: %w", err)
+		return nil, fmt.Errorf("start sidecar: %w", err)
 	}
 	pid := cmd.Process.Pid
 	// The sidecar outlives this process; whoever reaps moat's orphans
@@ -75,19 +81,22 @@ func startSidecar(netDir, outer string, sc *control.Config) (retErr error) {
 		}
 	}()
 	if err := os.WriteFile(filepath.Join(netDir, sidecarPIDFile), []byte(strconv.Itoa(pid)), 0o600); err != nil {
-		return fmt.Errorf("record sidecar pid: %w", err)
+		return nil, fmt.Errorf("record sidecar pid: %w", err)
 	}
-	_ = readyR.SetReadDeadline(time.Now().Add(sidecarReadyTimeout))
-	line, err := bufio.NewReader(readyR).ReadString('\n')
-	line = strings.TrimSpace(line)
-	switch {
-	case line == "ok":
-		return nil
-	case line != "":
-		return fmt.Errorf("sidecar: %s", line)
-	default:
-		return fmt.Errorf("sidecar did not start (see %s): %v", filepath.Join(sc.LogDir, "sidecar.log"), err)
-	}
+	return func() error {
+		defer readyR.Close()
+		_ = readyR.SetReadDeadline(time.Now().Add(sidecarReadyTimeout))
+		line, err := bufio.NewReader(readyR).ReadString('\n')
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "ok":
+			return nil
+		case line != "":
+			return fmt.Errorf("sidecar: %s", line)
+		default:
+			return fmt.Errorf("sidecar did not start (see %s): %v", filepath.Join(sc.LogDir, "sidecar.log"), err)
+		}
+	}, nil
 }
 
 // startIn starts cmd with its network namespace set to the one at path:
@@ -127,27 +136,34 @@ func startIn(path string, cmd *exec.Cmd) error {
 
 // stopSidecar ends the sandbox's sidecar, if it runs: SIGTERM, then
 // SIGKILL after a grace period. Idempotent.
-func stopSidecar(netDir string) {
+func stopSidecar(netDir string) { beginStopSidecar(netDir)() }
+
+// beginStopSidecar sends the sidecar SIGTERM and returns a function that
+// waits for it to exit (SIGKILL after a grace period), so the caller can
+// tear the network down meanwhile.
+func beginStopSidecar(netDir string) (wait func()) {
 	pidPath := filepath.Join(netDir, sidecarPIDFile)
 	pid, ok := sidecarPID(netDir)
 	if !ok {
 		_ = os.Remove(pidPath)
-		return
+		return func() {}
 	}
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		_ = os.Remove(pidPath)
-		return
+		return func() {}
 	}
-	defer unix.Close(fd)
 	_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
-	if !waitPidfd(fd, 3*time.Second) {
-		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	return func() {
+		defer unix.Close(fd)
 		if !waitPidfd(fd, 3*time.Second) {
-			logrus.Warnf("sidecar %d did not exit", pid)
+			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			if !waitPidfd(fd, 3*time.Second) {
+				logrus.Warnf("sidecar %d did not exit", pid)
+			}
 		}
+		_ = os.Remove(pidPath)
 	}
-	_ = os.Remove(pidPath)
 }
 
 // sidecarPID is the pid of the sandbox's running sidecar: the pid file's

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 )
 
 const usage = `moat-sidecar: moat's per-sandbox supervisor
@@ -18,6 +19,11 @@ Usage:
   moat-sidecar serve --config FILE [--ready-fd]
                                            serve one sandbox (started by moat create)
 `
+
+// The sidecar confines itself from the main goroutine (Harden drops the
+// bounding set on the calling thread); keep that on the process's main
+// thread, whose status /proc/PID/status shows.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

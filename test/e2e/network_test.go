@@ -293,7 +293,7 @@ func TestNetworkSidecarDeath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000081004", "CapBnd:\t0000000000081004", "NoNewPrivs:\t1", "Seccomp:\t2"} {
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000081004", "CapBnd:\t0000000000081004", "NoNewPrivs:\t1", "Seccomp:\t2", "Seccomp_filters:\t2"} {
 		if !strings.Contains(string(status), want) {
 			t.Errorf("sidecar /proc/%d/status lacks %q:\n%s", pid, want, status)
 		}
