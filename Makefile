@@ -45,7 +45,7 @@ FORCE:
 test: lint unit fuzz conformance ## Run every test tier (root tests skip with a message when not root)
 
 unit: ## Run the unit, root and end-to-end Go tests
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 40m ./...
 
 fuzz: ## Run each fuzz target for FUZZTIME
 	@set -e; for t in $(FUZZ); do \
