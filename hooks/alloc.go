@@ -76,14 +76,21 @@ func addrU32(a netip.Addr) uint32 {
 }
 
 // allocate claims the lowest free /30 of pool in nsDir for owner and
-// returns the allocation file and the subnet.
-func allocate(nsDir string, pool netip.Prefix, owner string) (string, netip.Prefix, error) {
+// returns the allocation file and the subnet. A /30 that taken reports (an
+// address already on the outer netns, e.g. another moat configuration's
+// sandbox in the host's netns) is skipped; taken may be nil.
+func allocate(nsDir string, pool netip.Prefix, owner string, taken func(netip.Prefix) bool) (string, netip.Prefix, error) {
 	if err := checkPool(pool); err != nil {
 		return "", netip.Prefix{}, err
 	}
+	if taken == nil {
+		taken = func(netip.Prefix) bool { return false }
+	}
 	// The common case, a namespace of its own: the first /30 is free.
-	if file, sub, err := claim(nsDir, pool, 0, owner); err == nil || !errors.Is(err, os.ErrExist) {
-		return file, sub, err
+	if !taken(slotSubnet(pool, 0)) {
+		if file, sub, err := claim(nsDir, pool, 0, owner); err == nil || !errors.Is(err, os.ErrExist) {
+			return file, sub, err
+		}
 	}
 	for pass := range 2 {
 		used, err := usedSlots(nsDir, pool)
@@ -91,7 +98,7 @@ func allocate(nsDir string, pool netip.Prefix, owner string) (string, netip.Pref
 			return "", netip.Prefix{}, err
 		}
 		for i := 0; i < poolSlots(pool); i++ {
-			if used[i] {
+			if used[i] || taken(slotSubnet(pool, i)) {
 				continue
 			}
 			file, sub, err := claim(nsDir, pool, i, owner)

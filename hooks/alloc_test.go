@@ -64,7 +64,7 @@ func TestAllocateLowestFree(t *testing.T) {
 	o := owners(t, 5)
 	var files []string
 	for i := range 4 {
-		file, sub, err := allocate(nsDir, pool, o[i])
+		file, sub, err := allocate(nsDir, pool, o[i], nil)
 		if err != nil {
 			t.Fatalf("allocate %d: %v", i, err)
 		}
@@ -76,7 +76,7 @@ func TestAllocateLowestFree(t *testing.T) {
 		}
 		files = append(files, file)
 	}
-	if _, _, err := allocate(nsDir, pool, o[4]); err == nil {
+	if _, _, err := allocate(nsDir, pool, o[4], nil); err == nil {
 		t.Fatal("allocation from an exhausted pool succeeded")
 	}
 	// Another owner's release is refused; the owner's frees the slot,
@@ -90,7 +90,7 @@ func TestAllocateLowestFree(t *testing.T) {
 	if err := release(files[1], o[1]); err != nil {
 		t.Fatal(err)
 	}
-	if _, sub, err := allocate(nsDir, pool, o[4]); err != nil || sub != slotSubnet(pool, 1) {
+	if _, sub, err := allocate(nsDir, pool, o[4], nil); err != nil || sub != slotSubnet(pool, 1) {
 		t.Errorf("reallocation = %v, %v; want %v", sub, err, slotSubnet(pool, 1))
 	}
 	if err := release(files[1], o[1]); err != nil { // now o[4]'s
@@ -105,18 +105,18 @@ func TestAllocateReclaimsStale(t *testing.T) {
 	nsDir := filepath.Join(t.TempDir(), "4026531840")
 	pool := netip.MustParsePrefix("10.200.0.0/29") // two /30s
 	o := owners(t, 3)
-	fileA, _, err := allocate(nsDir, pool, o[0])
+	fileA, _, err := allocate(nsDir, pool, o[0], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := allocate(nsDir, pool, o[1]); err != nil {
+	if _, _, err := allocate(nsDir, pool, o[1], nil); err != nil {
 		t.Fatal(err)
 	}
 	// o[0] crashed and its directory was cleaned without a teardown.
 	if err := os.Remove(filepath.Join(o[0], stateFile)); err != nil {
 		t.Fatal(err)
 	}
-	file, sub, err := allocate(nsDir, pool, o[2])
+	file, sub, err := allocate(nsDir, pool, o[2], nil)
 	if err != nil || file != fileA || sub != slotSubnet(pool, 0) {
 		t.Fatalf("allocate = %s %v %v, want the stale %s", file, sub, err, fileA)
 	}
@@ -124,14 +124,14 @@ func TestAllocateReclaimsStale(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := allocate(nsDir, pool, o[0]); err == nil {
+	if _, _, err := allocate(nsDir, pool, o[0], nil); err == nil {
 		t.Fatal("a fresh empty allocation was reclaimed")
 	}
 	old := time.Now().Add(-2 * staleEmptyAge)
 	if err := os.Chtimes(file, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := allocate(nsDir, pool, o[0]); err != nil {
+	if _, _, err := allocate(nsDir, pool, o[0], nil); err != nil {
 		t.Fatalf("an old empty allocation was not reclaimed: %v", err)
 	}
 }
@@ -141,10 +141,10 @@ func TestReleaseOwned(t *testing.T) {
 	nsDir := allocNSDir(allocDir, 42)
 	pool := netip.MustParsePrefix("10.200.0.0/16")
 	o := owners(t, 2)
-	if _, _, err := allocate(nsDir, pool, o[0]); err != nil {
+	if _, _, err := allocate(nsDir, pool, o[0], nil); err != nil {
 		t.Fatal(err)
 	}
-	other, _, err := allocate(nsDir, pool, o[1])
+	other, _, err := allocate(nsDir, pool, o[1], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestAllocateConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range o {
 		wg.Go(func() {
-			_, sub, err := allocate(nsDir, pool, o[i])
+			_, sub, err := allocate(nsDir, pool, o[i], nil)
 			if err != nil {
 				t.Errorf("allocate: %v", err)
 			}

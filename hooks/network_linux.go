@@ -10,6 +10,7 @@ package hooks
 import (
 	"errors"
 	"fmt"
+	"github.com/vishvananda/netlink"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -200,7 +201,19 @@ func (s *setup) pinOuter() error {
 
 // allocate takes a /30 for the veth pair.
 func (s *setup) allocate() error {
-	file, sub, err := allocate(s.n.AllocNS, s.spec.Pool, s.dir)
+	used, err := s.outerAddrs()
+	if err != nil {
+		return err
+	}
+	taken := func(sub netip.Prefix) bool {
+		for _, a := range used {
+			if sub.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	file, sub, err := allocate(s.n.AllocNS, s.spec.Pool, s.dir, taken)
 	if err != nil {
 		return err
 	}
@@ -211,6 +224,32 @@ func (s *setup) allocate() error {
 	s.n.InnerAddr = netip.PrefixFrom(outer.Next(), sub.Bits())
 	s.n.Proxy = netip.AddrPortFrom(outer, s.spec.ProxyPort)
 	return nil
+}
+
+// outerAddrs lists the IPv4 addresses on the outer netns's interfaces: a
+// /30 holding one of them is not allocated, whoever put it there.
+func (s *setup) outerAddrs() ([]netip.Addr, error) {
+	ns, err := openNetNS(s.n.OuterPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	c, err := dialNetNS(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	list, err := c.rt.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list the outer network namespace's addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(list))
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
 }
 
 // innerOnly builds the inner netns of a sandbox without egress.

@@ -66,7 +66,7 @@ func TestTeardownLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.close()
-	if _, _, err := allocate(s.n.AllocNS, spec.Pool, s.dir); err != nil {
+	if _, _, err := allocate(s.n.AllocNS, spec.Pool, s.dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{InnerNetNSFile, outerPinFile, "." + stateFile + ".tmp"} {

@@ -112,7 +112,11 @@ func (l *launch) execute() (status int, err error) {
 		// The process waits on the exec FIFO until Exec.
 		err = l.container.Start(p)
 		if err == nil {
-			err = l.beforeRun()
+			if err = l.beforeRun(); err != nil {
+				// The process exists, holding its stdio: end it before
+				// the relays are released and the container destroyed.
+				kill(p)
+			}
 		}
 		if err == nil && !l.createOnly {
 			err = l.container.Exec()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moatsandbox/moat/test/fixtures"
 )
@@ -203,5 +204,29 @@ func TestBoxNetwork(t *testing.T) {
 		"echo $HTTPS_PROXY; "+sandboxProbe+" connect ${HTTPS_PROXY#http://} other.example.test:443 /; "+sandboxProbe+" dial tcp 192.0.2.1:80")
 	if code != 0 || !strings.Contains(out, "http://10.200.") || !strings.Contains(out, "endpoint other.example.test:443 not in policy 'docs'") || !strings.HasSuffix(out, "ECONNREFUSED\n") {
 		t.Errorf("exit %d\nstdout %q\nstderr %q", code, out, errOut)
+	}
+}
+
+// TestBoxTwoConfigurations: sandboxes of two moat configurations (two
+// state directories, so two allocators) in the host's netns get different
+// addresses: the allocator skips addresses already on the host.
+func TestBoxTwoConfigurations(t *testing.T) {
+	a, b := newBoxEnv(t), newBoxEnv(t)
+	pol := filepath.Join(t.TempDir(), "net.yaml")
+	os.WriteFile(pol, []byte(boxPolicy+`network_policies:
+  docs:
+    endpoints: [{host: docs.example.test, port: 443}]
+    binaries: [{path: /usr/bin/curl}]
+`), 0o644)
+	first := make(chan string, 1)
+	go func() {
+		out, _, _ := a.box("--policy", pol, "--", "sh", "-c", "echo $HTTPS_PROXY; sleep 3")
+		first <- out
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	second, errOut, code := b.box("--policy", pol, "--", "sh", "-c", "echo $HTTPS_PROXY")
+	firstOut := <-first
+	if code != 0 || !strings.HasPrefix(second, "http://10.200.") || strings.TrimSpace(second) == strings.TrimSpace(firstOut) {
+		t.Errorf("two configurations: first %q, second %q (exit %d, %s)", firstOut, second, code, errOut)
 	}
 }
