@@ -30,7 +30,7 @@ const sidecarReadyTimeout = 15 * time.Second
 // in its own session; its own log goes to sidecar.log in the sandbox's log
 // directory.
 func startSidecar(netDir, outer string, sc *control.Config) (wait func() error, retErr error) {
-	bin, err := sidecarPath()
+	bin, err := SidecarBinary()
 	if err != nil {
 		return nil, err
 	}
@@ -196,8 +196,9 @@ func waitPidfd(fd int, d time.Duration) bool {
 	}
 }
 
-// sidecarPath finds moat-sidecar: beside the moat executable, else in PATH.
-func sidecarPath() (string, error) {
+// SidecarBinary finds moat-sidecar: beside the moat executable, else in
+// PATH.
+func SidecarBinary() (string, error) {
 	if self, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(self), "moat-sidecar")
 		if _, err := os.Stat(p); err == nil {

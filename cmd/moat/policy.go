@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 
 	"github.com/moatsandbox/moat/policy"
@@ -104,7 +102,7 @@ func countErrors(diags []policy.Diagnostic) int {
 // forwardToSidecar replaces this process with `moat-sidecar ARGS...`, which
 // links the OPA engine. It looks beside this executable first, then in PATH.
 func forwardToSidecar(args []string, stderr io.Writer) int {
-	bin, err := sidecarBinary()
+	bin, err := runtime.SidecarBinary()
 	if err != nil {
 		fmt.Fprintf(stderr, "moat: %v\n", err)
 		return 2
@@ -114,19 +112,6 @@ func forwardToSidecar(args []string, stderr io.Writer) int {
 	return 2
 }
 
-func sidecarBinary() (string, error) {
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), "moat-sidecar")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath("moat-sidecar")
-	if err != nil {
-		return "", fmt.Errorf("moat-sidecar not found beside moat or in PATH: %w", err)
-	}
-	return p, nil
-}
 
 // livePolicy runs `moat policy show ID` and `moat policy apply ID FILE`
 // against the sandbox's sidecar.
