@@ -69,6 +69,12 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	// libcontainer refuses an id in use too, but only after the sandbox
+	// is prepared, whose state is keyed by the id: refuse first, so a
+	// duplicate create never touches the running container's sandbox.
+	if _, err := os.Lstat(filepath.Join(r.Root, o.ID)); err == nil {
+		return -1, libcontainer.ErrExist
+	}
 	// libcontainer resolves the spec's relative paths (the root
 	// filesystem, bind sources) against the working directory.
 	if o.Bundle != "" {

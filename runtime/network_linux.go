@@ -80,7 +80,15 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 		}
 	}
 	netDir := filepath.Join(networksDir(cfg), key)
-	if err := os.MkdirAll(filepath.Join(netDir, membersDir), 0o700); err != nil {
+	if err := os.MkdirAll(networksDir(cfg), 0o700); err != nil {
+		return nil, fmt.Errorf("create network state: %w", err)
+	}
+	// Never adopt (or, undoing, destroy) another container's state.
+	if err := os.Mkdir(netDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create network state: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(netDir, membersDir), 0o700); err != nil {
+		os.Remove(netDir)
 		return nil, fmt.Errorf("create network state: %w", err)
 	}
 	undo := []func(){func() { os.RemoveAll(netDir) }}

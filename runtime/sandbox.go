@@ -112,7 +112,12 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 	}
 
 	dir := sandboxDir(req.Config, req.Root, req.ID)
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return nil, fmt.Errorf("create sandbox state: %w", err)
+	}
+	// A directory of its own or nothing: undoing must never remove
+	// another container's state (left by a crash, delete cleans it).
+	if err := os.Mkdir(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("create sandbox state: %w", err)
 	}
 	defer func() {

@@ -139,3 +139,21 @@ func TestNetworkStartWaitsForInit(t *testing.T) {
 		e.mustMoat("delete", "--force", id)
 	}
 }
+
+// TestSandboxDuplicateID: creating a container under an id in use fails
+// with runc's message and leaves the existing container's sandbox alone
+// (its network state is keyed by the id); deleting it then leaves nothing.
+func TestSandboxDuplicateID(t *testing.T) {
+	e := newSandboxEnv(t, sandboxPolicy)
+	id := e.id("dup")
+	bundle := sandboxBundle(t, "sleep", "30")
+	e.mustMoat("run", "-d", "--bundle", bundle, id)
+	e.waitStatus(id, "running")
+	if _, stderr, code := e.moat("create", "--bundle", bundle, id); code == 0 || !strings.Contains(stderr, "container with given ID already exists") {
+		t.Errorf("duplicate create: exit %d, %s", code, stderr)
+	}
+	if out, stderr, code := e.moat("exec", id, "sh", "-c", "echo still-sandboxed; cat /opt/secret 2>&1; true"); code != 0 || !strings.Contains(out, "still-sandboxed") || !strings.Contains(out, "Permission denied") {
+		t.Errorf("the first container after a duplicate create: exit %d, %q, %s", code, out, stderr)
+	}
+	e.mustMoat("delete", "--force", id)
+}
