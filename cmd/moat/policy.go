@@ -112,7 +112,6 @@ func forwardToSidecar(args []string, stderr io.Writer) int {
 	return 2
 }
 
-
 // livePolicy runs `moat policy show ID` and `moat policy apply ID FILE`
 // against the sandbox's sidecar.
 func livePolicy(rt *runtime.Runtime, args []string, stdout, stderr io.Writer) int {
