@@ -115,7 +115,9 @@ func ParseSignal(s string) (unix.Signal, error) {
 // never started.
 func (r *Runtime) Delete(id string, force bool) error {
 	err := r.delete(id, force)
-	if err == nil || errors.Is(err, libcontainer.ErrNotExist) {
+	// A failing poststop hook fails the delete of a container that is
+	// gone all the same: its sandbox goes with it.
+	if _, statErr := os.Lstat(filepath.Join(r.Root, id)); err == nil || errors.Is(err, libcontainer.ErrNotExist) || errors.Is(statErr, os.ErrNotExist) {
 		r.forgetSandbox(id)
 	}
 	return err

@@ -96,7 +96,7 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrapper := filepath.Join(dir, "moat")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s --config %s \"$@\"\n", moatRuntimeBinary(t), cfg)
+	script := fmt.Sprintf("#!/bin/sh\nexec %s --root %s --config %s \"$@\"\n", moatRuntimeBinary(t), filepath.Join(dir, "root-off"), cfg)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +179,11 @@ func TestConformance(t *testing.T) {
 		// The same binary with the sandbox on: differences are listed
 		// (docs/conformance.md explains them), not failed.
 		sr, _ := runValidation(t, suite, bin, sandboxed)
+		// Some validation binaries leave a created container behind
+		// (create.t never deletes its own); clear both moat roots so one
+		// binary's leftovers cannot leak into the next or outlive the run.
+		deleteAll(t, wrapper)
+		deleteAll(t, sandboxed)
 		for _, n := range keys {
 			if r, inR := rr[n]; inR && r.ok {
 				if m, inS := sr[n]; !inS || !m.ok {
@@ -223,9 +228,23 @@ func sandboxWrapper(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	wrapper := filepath.Join(dir, "moat-sandbox")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s --config %s \"$@\"\n", moatRuntimeBinary(t), cfg)
+	script := fmt.Sprintf("#!/bin/sh\nexec %s --root %s --config %s \"$@\"\n", moatRuntimeBinary(t), filepath.Join(dir, "root-on"), cfg)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return wrapper
+}
+
+// deleteAll force-deletes every container the runtime wrapper lists.
+func deleteAll(t *testing.T, wrapper string) {
+	t.Helper()
+	out, err := exec.Command(wrapper, "list", "-q").Output()
+	if err != nil {
+		return // no root yet
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if out, err := exec.Command(wrapper, "delete", "--force", id).CombinedOutput(); err != nil {
+			t.Errorf("clean up %s: %v: %s", id, err, out)
+		}
+	}
 }
