@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -255,3 +257,39 @@ func NewNetNS(path string) error {
 // RemoveNetNS unpins the network namespace at path (NewNetNS's undo).
 // Idempotent.
 func RemoveNetNS(path string) error { return unpinNetNS(path) }
+
+// ApplyNetSysctls writes the spec's net.* sysctls (linux.sysctl) in the
+// network namespace pinned at path too. libcontainer applies them in the
+// container's own (outer) netns; the agent lives in the inner one and
+// expects them there (Docker sets net.ipv4.ip_unprivileged_port_start=0
+// so an unprivileged server can bind port 80). Keys are OCI's dotted form.
+func ApplyNetSysctls(path string, sysctls map[string]string) error {
+	var names []string
+	for k := range sysctls {
+		if strings.HasPrefix(k, "net.") {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sort.Strings(names)
+	ns, err := openNetNS(path)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return inNetNS(ns, func() error {
+		var errs []error
+		for _, k := range names {
+			if strings.Contains(k, "..") || strings.Contains(k, "/") {
+				errs = append(errs, fmt.Errorf("sysctl %q: invalid name", k))
+				continue
+			}
+			if err := writeSysctl(strings.ReplaceAll(k, ".", "/"), sysctls[k]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	})
+}

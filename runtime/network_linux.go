@@ -146,6 +146,15 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 			logrus.Warnf("undo network sandbox: %v", err)
 		}
 	})
+	// libcontainer applies the spec's sysctls to the outer netns (and
+	// fails the create on a bad one); the agent's netns gets the net.*
+	// ones as well where they exist there (interface-specific keys may
+	// name the outer netns's interfaces).
+	if spec.Linux != nil {
+		if err := hooks.ApplyNetSysctls(n.InnerPath, spec.Linux.Sysctl); err != nil {
+			logrus.Warnf("sandbox network namespace: %v", err)
+		}
+	}
 	sn := &sandboxNet{dir: netDir, inode: n.InnerInode}
 	if egress {
 		sc := &control.Config{

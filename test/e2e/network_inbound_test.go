@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moatsandbox/moat/test/fixtures"
 )
 
 // TestNetworkInboundAndNames: ports the policy declares are forwarded into
@@ -156,4 +158,23 @@ func TestSandboxDuplicateID(t *testing.T) {
 		t.Errorf("the first container after a duplicate create: exit %d, %q, %s", code, out, stderr)
 	}
 	e.mustMoat("delete", "--force", id)
+}
+
+// TestSandboxNetSysctls: the spec's net.* sysctls hold in the agent's
+// netns too (Docker sets ip_unprivileged_port_start=0 so that an
+// unprivileged server can bind port 80).
+func TestSandboxNetSysctls(t *testing.T) {
+	e := newSandboxEnv(t, sandboxPolicy)
+	bundle := sandboxBundle(t, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	spec, err := fixtures.ReadSpec(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}
+	if err := fixtures.WriteSpec(bundle, spec); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := e.moat("run", "--bundle", bundle, e.id("sysctl")); code != 0 || out != "0\n" {
+		t.Errorf("exit %d, stdout %q, stderr %s", code, out, stderr)
+	}
 }
