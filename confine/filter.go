@@ -124,16 +124,25 @@ func MoatFilter() (SeccompProgram, error) {
 	return SeccompProgram{Name: "moat", Instructions: encodeBPF(raw)}, nil
 }
 
+// perArch emits the architecture dispatch every moat filter starts with:
+// an unknown architecture kills the process; each known one gets a label
+// named after its table, the system call number loaded, then what body
+// emits for it.
+func (a *asm) perArch(body func(t syscallTable)) {
+	a.load(offArch)
+	a.jeq(auditArchX86_64, "x86_64")
+	a.jeq(auditArchAARCH64, "aarch64")
+	a.ret(seccompRetKillProcess)
+	for _, t := range []syscallTable{tableX86_64, tableAARCH64} {
+		a.label(t.name)
+		a.load(offNr)
+		body(t)
+	}
+}
+
 func moatFilterInstructions() ([]bpf.Instruction, error) {
 	p := &asm{}
-	p.load(offArch)
-	p.jeq(auditArchX86_64, "x86_64")
-	p.jeq(auditArchAARCH64, "aarch64")
-	p.ret(seccompRetKillProcess)
-
-	for _, t := range []syscallTable{tableX86_64, tableAARCH64} {
-		p.label(t.name)
-		p.load(offNr)
+	p.perArch(func(t syscallTable) {
 		if t.x32 {
 			p.jge(x32SyscallBit, "kill")
 		}
@@ -147,7 +156,7 @@ func moatFilterInstructions() ([]bpf.Instruction, error) {
 			p.jeq(nr, "eperm")
 		}
 		p.ret(seccompRetAllow)
-	}
+	})
 
 	p.label("socket")
 	p.load(argLow(0))

@@ -12,17 +12,11 @@ import (
 // its bounding set, which Harden then drops on one thread only.
 func NoExecFilter() (SeccompProgram, error) {
 	p := &asm{}
-	p.load(offArch)
-	p.jeq(auditArchX86_64, "x86_64")
-	p.jeq(auditArchAARCH64, "aarch64")
-	p.ret(seccompRetKillProcess)
-	for _, t := range []syscallTable{tableX86_64, tableAARCH64} {
-		p.label(t.name)
-		p.load(offNr)
+	p.perArch(func(t syscallTable) {
 		p.jeq(t.execve, "eperm")
 		p.jeq(t.execveat, "eperm")
 		p.ret(seccompRetAllow)
-	}
+	})
 	p.label("eperm")
 	p.ret(seccompRetErrno | errnoEPERM)
 	insns, err := p.resolve()
