@@ -9,9 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nsfsMagic is NSFS_MAGIC, the filesystem of namespace files.
-const nsfsMagic = 0x6e736673
-
 // joinNetNS moves every thread into the planned network namespace, closes
 // the fd it came from (the program must not inherit it) and checks that the
 // thread's namespace now has the planned inode. Any mismatch fails the
@@ -50,7 +47,7 @@ func joinNetNS(ns *NetNS) error {
 func findNetNS(inode uint64) (int, error) {
 	fd, err := findInherited(inode, func(fd int, _ *unix.Stat_t) bool {
 		var fs unix.Statfs_t
-		return unix.Fstatfs(fd, &fs) == nil && fs.Type == nsfsMagic
+		return unix.Fstatfs(fd, &fs) == nil && fs.Type == unix.NSFS_MAGIC
 	})
 	if err != nil {
 		return -1, fmt.Errorf("find the sandbox network namespace fd: %w", err)

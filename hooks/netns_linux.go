@@ -140,7 +140,7 @@ func createNetNS(path string) (_ *nsConn, _ uint64, retErr error) {
 		}
 		return nil, 0, err
 	}
-	ino, err := nsInode(path)
+	ino, err := NetNSInode(path)
 	if err != nil {
 		c.Close()
 		return nil, 0, err
@@ -198,8 +198,9 @@ func unpinNetNS(path string) error {
 	return nil
 }
 
-// nsInode is the nsfs inode of the namespace at path.
-func nsInode(path string) (uint64, error) {
+// NetNSInode is the nsfs inode of the namespace at path, which identifies
+// the namespace.
+func NetNSInode(path string) (uint64, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("stat network namespace %s: %w", path, err)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/moatsandbox/moat/hooks"
 	"github.com/moatsandbox/moat/policy"
@@ -301,18 +300,9 @@ func netnsEntry(spec *specs.Spec) *specs.LinuxNamespace {
 	return nil
 }
 
-// nsInode is the nsfs inode of a namespace path.
-func nsInode(path string) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
-}
-
 // lookupNetNS finds the sandbox whose inner or outer netns is at path.
 func lookupNetNS(cfg *policy.Config, path string) (string, bool) {
-	ino, err := nsInode(path)
+	ino, err := hooks.NetNSInode(path)
 	if err != nil {
 		return "", false
 	}

@@ -6,12 +6,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // testbed is the network a sandbox test runs against, made the way a CNI
@@ -92,31 +89,12 @@ func (b *testbed) serveOn(l net.Listener, body string) {
 
 // listenIn opens a TCP listener inside the netns at path: the socket
 // belongs to the namespace of the thread that creates it.
-func listenIn(path, addr string) (net.Listener, error) {
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// This thread ends up in the other netns; it stays locked, so Go
-		// discards it when the goroutine returns.
-		runtime.LockOSThread()
-		f, err := os.Open(path)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", path, err)}
-			return
-		}
-		l, err := net.Listen("tcp", addr)
-		ch <- result{l, err}
-	}()
-	r := <-ch
-	return r.l, r.err
+func listenIn(path, addr string) (l net.Listener, err error) {
+	err = inNetNS(path, func() error {
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
 }
 
 // netLinks counts the host's veth links moat made (named moat*).
