@@ -17,6 +17,7 @@ type results struct {
 	direct, proxied        []float64 // bulk MB/s per round
 	tunMoat, tunSquid      []float64 // tunnels/s per round
 	tunDirect              []float64
+	cpuMoat, cpuSquid      []float64 // proxy CPU time per tunnel (us) per round
 	tunErrors              map[string]int
 	setupMoat, setupSqd    [][]float64 // setup p50, p90, p99, max (us) per round
 	latAbsent, latFull     []tunnelStats
@@ -127,6 +128,7 @@ func (b *bench) bulk(e *moatEnv, id string) error {
 // and (for reference) with no proxy, rotating the order every round.
 func (b *bench) tunnelRate(e *moatEnv, id string) error {
 	var squidAddr string
+	var squidPid int
 	if !b.o.noSquid {
 		sq, dir, err := startSquid(b.tb, b.client, upPort)
 		if dir != "" {
@@ -138,6 +140,11 @@ func (b *bench) tunnelRate(e *moatEnv, id string) error {
 		defer sq.stop(5 * time.Second)
 		b.onCleanup(func() { sq.stop(5 * time.Second) })
 		squidAddr = fmt.Sprintf("%s:%d", b.tb.outerIP, squidPort)
+		squidPid = sq.cmd.Process.Pid
+	}
+	sidecarPid, err := e.sidecarPid()
+	if err != nil {
+		return err
 	}
 	b.results.tunErrors = map[string]int{}
 	args := []string{"tunnels", "-target", b.upstream(), "-c", strconv.Itoa(b.o.conc), "-d", b.o.dur.String()}
@@ -151,6 +158,15 @@ func (b *bench) tunnelRate(e *moatEnv, id string) error {
 			kind := kinds[(r+k)%len(kinds)]
 			var out string
 			var err error
+			// The proxy's CPU time per tunnel: the one figure of this
+			// test that does not depend on what else the machine runs.
+			proxyPid := map[string]int{"moat": sidecarPid, "squid": squidPid}[kind]
+			var cpu0 time.Duration
+			if proxyPid != 0 {
+				if cpu0, err = cpuTime(proxyPid); err != nil {
+					return fmt.Errorf("tunnels via %s: %w", kind, err)
+				}
+			}
 			switch kind {
 			case "moat":
 				out, err = b.inSandbox(e, id, args...)
@@ -170,11 +186,21 @@ func (b *bench) tunnelRate(e *moatEnv, id string) error {
 				b.results.tunErrors[kind] += st.Errors
 				progress("tunnels via %s: %d errors, first: %s", kind, st.Errors, st.FirstError)
 			}
+			var cpuPer float64
+			if proxyPid != 0 {
+				cpu1, err := cpuTime(proxyPid)
+				if err != nil {
+					return fmt.Errorf("tunnels via %s: %w", kind, err)
+				}
+				cpuPer = float64((cpu1 - cpu0).Microseconds()) / float64(st.OK)
+			}
 			switch kind {
 			case "moat":
+				b.results.cpuMoat = append(b.results.cpuMoat, cpuPer)
 				b.results.tunMoat = append(b.results.tunMoat, st.PerSec)
 				b.results.setupMoat = append(b.results.setupMoat, st.Setup)
 			case "squid":
+				b.results.cpuSquid = append(b.results.cpuSquid, cpuPer)
 				b.results.tunSquid = append(b.results.tunSquid, st.PerSec)
 				b.results.setupSqd = append(b.results.setupSqd, st.Setup)
 			default:

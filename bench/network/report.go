@@ -29,6 +29,11 @@ func (b *bench) report() {
 	if !o.noSquid {
 		row("ratio moat/squid (pairwise)", ratios(r.tunMoat, r.tunSquid), times, "target >= 2")
 	}
+	row("proxy CPU per tunnel, moat", r.cpuMoat, us, "sidecar user+system")
+	if !o.noSquid {
+		row("proxy CPU per tunnel, squid", r.cpuSquid, us, "")
+		row("ratio squid/moat CPU (pairwise)", ratios(r.cpuSquid, r.cpuMoat), times, "")
+	}
 	row("setup p50, moat", col(r.setupMoat, 0), us, "dial to 200")
 	row("setup p99, moat", col(r.setupMoat, 2), us, "")
 	if !o.noSquid {

@@ -134,6 +134,27 @@ func rss(pid int) (cur, peak float64, err error) {
 	return cur, peak, nil
 }
 
+// cpuTime is the user plus system CPU time pid has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("cpu time: %w", err)
+	}
+	// The command name may hold spaces; the fields count from after it.
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("cpu time: short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("cpu time: /proc/%d/stat: bad utime or stime", pid)
+	}
+	// USER_HZ is 100 on every Linux architecture moat runs on.
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
 // makeBundle writes a busybox bundle running `sleep` whose spec joins the
 // outer netns, with the client at clientInRootfs.
 func makeBundle(dir, outerNetNS, client string) (string, error) {
