@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -144,5 +145,35 @@ func TestDecideCachedAllocs(t *testing.T) {
 	})
 	if allocs > 0 {
 		t.Errorf("cached allow allocates %.0f times, want 0", allocs)
+	}
+}
+
+// TestDecideUncachedAllocs bounds the allocations of a decision that
+// misses the cache (each call has a new fingerprint) and asks OPA: an
+// exact host, allowed. Most of them are OPA's own per evaluation; the
+// bound catches the input or the result extraction growing back.
+func TestDecideUncachedAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts vary under the race detector")
+	}
+	e := mustNew(t, pol(map[string]*policy.NetworkPolicy{"k": np(eps(ep("h.test", 443)), curl)}))
+	in := conn(curl, "h.test", 443, "/usr/bin/bash")
+	decide(t, e, in)
+	ctx := context.Background()
+	fps := make([]string, 200)
+	for i := range fps {
+		fps[i] = "fp-" + strconv.Itoa(i)
+	}
+	n := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		in.Binary.Fingerprint = fps[n]
+		n++
+		if d, err := e.Decide(ctx, in); err != nil || d.Action != policy.Allow {
+			t.Fatalf("Decide: %s, %v", describe(d), err)
+		}
+	})
+	const max = 64 // 93 before inputs were pooled and entries carried binaries; 56 after
+	if allocs > max {
+		t.Errorf("uncached allow allocates %.0f times, want at most %d", allocs, max)
 	}
 }

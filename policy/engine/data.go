@@ -3,9 +3,12 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -22,20 +25,43 @@ type index struct {
 	globs     globs                     // every valid glob, compiled
 	data      ast.Object                // the data document, under "idx"
 
-	// What exists, so that a decision looks up only that, and a
-	// destination no endpoint can match is denied without evaluation.
+	// The data document's tables by name, then by key: tables["exact"]
+	// is data.idx.exact. They tell what exists, so that a decision looks
+	// up only that, and a destination no endpoint can match is denied
+	// without evaluation; they hand the input the key's term, built once
+	// here; and the store reads the entries from them without walking the
+	// document (see indexStore).
+	tables        map[string]map[string]slot
+	exactKeys     map[string]slot   // host:port, tables["exact"]
+	hostlessPorts map[string]slot   // port, tables["hostless"]
+	globBuckets   map[string]slot   // suffix:port, tables["globs"]
 	ports         map[uint16]string // every endpoint port, as a string
-	exactKeys     map[string]bool   // host:port
-	hostlessPorts map[string]bool   // port
-	globBuckets   map[string]bool   // suffix:port
+
+	// bucketLists holds the array term [bucket] for each glob bucket's
+	// term: a host that one bucket holds globs for, the common case, needs
+	// no array of its own.
+	bucketLists map[*ast.Term]*ast.Term
+
+	// paths holds a term for every exact binary path of the policy: the
+	// input reuses it for an executable or ancestor with that path (see
+	// pathTerm). seen holds terms for other paths, nseen counts them.
+	paths map[string]*ast.Term
+	seen  sync.Map // string -> *ast.Term
+	nseen atomic.Int64
+}
+
+// slot is one key of a data table: the key's term and the value under it.
+type slot struct {
+	key, value *ast.Term
 }
 
 // endpointInfo is one endpoint with what decisions derive from it.
 type endpointInfo struct {
 	ep       *policy.Endpoint
-	ips      []string // allowed_ips, as strings
-	extended bool     // sets protocol, tls or allowed_ips
-	rules    bool     // has HTTP rules the Rego module checks
+	ips      []string  // allowed_ips, as strings
+	extended bool      // sets protocol, tls or allowed_ips
+	rules    bool      // has HTTP rules the Rego module checks
+	term     *ast.Term // its endpoint entry in the data document
 }
 
 // ref names an endpoint by policy key and document index.
@@ -55,25 +81,41 @@ func (x *index) endpoint(r ref) *endpointInfo {
 // Glob metacharacters as gobwas/glob (OPA's glob.match) reads them.
 const globMeta = `*?[]{}\`
 
+// entryLen is the length of an endpoint entry (see buildIndex).
+const entryLen = 5
+
+// noTerms is the empty array of an entry's binary globs or rules, shared.
+var noTerms = ast.ArrayTerm()
+
 // buildIndex compiles p into an index. The data document is shaped so the
 // Rego module only ever looks things up by key:
 //
-//	exact[host:port]       refs of endpoints with that exact (lowercased) host
-//	hostless[port]         refs of hostless endpoints with allowed_ips
-//	globs[suffix:port]     [{pattern, refs}] host globs by the literal labels
+//	exact[host:port]       entries of endpoints with that exact (lowercased) host
+//	hostless[port]         entries of hostless endpoints with allowed_ips
+//	globs[suffix:port]     [{pattern, entries}] host globs by the literal labels
 //	                       they end in (globSuffix); suffix "" for the others
-//	binaries[key][path]    true for each exact binary path of a policy
-//	binary_globs[key]      binary path globs of a policy
-//	rules[key][i]          HTTP rules of endpoint i of a policy
 //
-// A ref is [policy key, endpoint index]. Globs that OPA cannot compile
-// (unbalanced brackets or braces; the parser warns about them) are left out,
-// so they match nothing, as they would in OpenShell, where glob.match fails.
+// An endpoint's entry carries what the module checks once the endpoint
+// matches, so that it needs no further lookup:
+//
+//	[key, i,                     the endpoint, by policy key and index
+//	 {path: true, ...},          the policy's exact binaries
+//	 [pattern, ...],             its binary globs
+//	 [{method, path, query?}]]   the endpoint's HTTP rules
+//
+// An array rather than an object: a 10,000-endpoint policy's index is 2
+// MB smaller. The binaries and binary globs of a policy are terms that all
+// its entries share, as are empty arrays.
+//
+// Globs that OPA cannot compile (unbalanced brackets or braces; the parser
+// warns about them) are left out, so they match nothing, as they would in
+// OpenShell, where glob.match fails.
 func buildIndex(p *policy.Policy) (*index, error) {
 	x := &index{
 		endpoints: make(map[string][]endpointInfo, len(p.Network)),
 		globs:     globs{},
 		ports:     map[uint16]string{},
+		paths:     map[string]*ast.Term{},
 	}
 	for key := range p.Network {
 		x.keys = append(x.keys, key)
@@ -82,10 +124,7 @@ func buildIndex(p *policy.Policy) (*index, error) {
 
 	exact := map[string][]*ast.Term{}
 	hostless := map[string][]*ast.Term{}
-	globs := map[string]map[string][]*ast.Term{} // bucket -> pattern -> refs
-	binaries := ast.NewObject()
-	binaryGlobs := ast.NewObject()
-	rules := ast.NewObject()
+	globs := map[string]map[string][]*ast.Term{} // bucket -> pattern -> entries
 
 	for _, key := range x.keys {
 		np := p.Network[key]
@@ -93,18 +132,38 @@ func buildIndex(p *policy.Policy) (*index, error) {
 			return nil, fmt.Errorf("network policy %q is nil", key)
 		}
 		keyTerm := ast.StringTerm(key)
+		exactBins, globBins := ast.NewObject(), []*ast.Term{}
+		for _, b := range np.Binaries {
+			switch {
+			case !policy.IsHostGlob(b.Path):
+				exactBins.Insert(x.policyPath(b.Path), ast.InternedTerm(true))
+			case x.globs.compile(b.Path, '/'):
+				globBins = append(globBins, ast.StringTerm(b.Path))
+			}
+		}
+		binsTerm, globsTerm := ast.NewTerm(exactBins), noTerms
+		if len(globBins) > 0 {
+			globsTerm = ast.ArrayTerm(globBins...)
+		}
+
 		infos := make([]endpointInfo, len(np.Endpoints))
-		epRules := make([]*ast.Term, len(np.Endpoints))
 		for i, ep := range np.Endpoints {
 			if ep == nil {
 				return nil, fmt.Errorf("network policy %q: endpoint %d is nil", key, i)
 			}
+			rs, rulesTerm := x.ruleTerms(ep.Rules), noTerms
+			if len(rs) > 0 {
+				rulesTerm = ast.ArrayTerm(rs...)
+			}
+			entry := ast.ArrayTerm(keyTerm, ast.InternedTerm(i), binsTerm, globsTerm, rulesTerm)
 			infos[i] = endpointInfo{
 				ep:       ep,
 				ips:      prefixStrings(ep.AllowedIPs),
 				extended: ep.Protocol != "" || ep.TLS != "" || len(ep.AllowedIPs) > 0,
+				rules:    len(rs) > 0,
+				term:     entry,
 			}
-			refTerm := ast.ArrayTerm(keyTerm, ast.InternedTerm(i))
+			x.hasRules = x.hasRules || infos[i].rules
 			host := strings.ToLower(ep.Host)
 			for _, port := range ep.Ports {
 				ps := strconv.Itoa(int(port))
@@ -112,51 +171,51 @@ func buildIndex(p *policy.Policy) (*index, error) {
 				switch {
 				case !ep.IsGlob():
 					hp := host + ":" + ps
-					exact[hp] = append(exact[hp], refTerm)
+					exact[hp] = append(exact[hp], entry)
 				case x.globs.compile(host, '.'):
-					addGlob(globs, globSuffix(host)+":"+ps, host, refTerm)
+					addGlob(globs, globSuffix(host)+":"+ps, host, entry)
 				}
 				if ep.Host == "" && len(ep.AllowedIPs) > 0 {
-					hostless[ps] = append(hostless[ps], refTerm)
+					hostless[ps] = append(hostless[ps], entry)
 				}
 			}
-			rs := x.ruleTerms(ep.Rules)
-			infos[i].rules = len(rs) > 0
-			x.hasRules = x.hasRules || infos[i].rules
-			epRules[i] = ast.ArrayTerm(rs...)
 		}
 		x.endpoints[key] = infos
-
-		exactBins, globBins := ast.NewObject(), []*ast.Term{}
-		for _, b := range np.Binaries {
-			switch {
-			case !policy.IsHostGlob(b.Path):
-				exactBins.Insert(ast.StringTerm(b.Path), ast.InternedTerm(true))
-			case x.globs.compile(b.Path, '/'):
-				globBins = append(globBins, ast.StringTerm(b.Path))
-			}
-		}
-		binaries.Insert(keyTerm, ast.NewTerm(exactBins))
-		if len(globBins) > 0 {
-			binaryGlobs.Insert(keyTerm, ast.ArrayTerm(globBins...))
-		}
-		if len(np.Endpoints) > 0 {
-			rules.Insert(keyTerm, ast.ArrayTerm(epRules...))
-		}
 	}
 
-	x.exactKeys = keySet(exact)
-	x.hostlessPorts = keySet(hostless)
-	x.globBuckets = keySet(globs)
-	x.data = ast.NewObject(ast.Item(ast.StringTerm("idx"), ast.ObjectTerm(
-		ast.Item(ast.StringTerm("exact"), refsObject(exact)),
-		ast.Item(ast.StringTerm("hostless"), refsObject(hostless)),
-		ast.Item(ast.StringTerm("globs"), globsObject(globs)),
-		ast.Item(ast.StringTerm("binaries"), ast.NewTerm(binaries)),
-		ast.Item(ast.StringTerm("binary_globs"), ast.NewTerm(binaryGlobs)),
-		ast.Item(ast.StringTerm("rules"), ast.NewTerm(rules)),
-	)))
+	x.exactKeys = entriesTable(exact)
+	x.hostlessPorts = entriesTable(hostless)
+	x.globBuckets = globsTable(globs)
+	x.tables = map[string]map[string]slot{
+		"exact":    x.exactKeys,
+		"hostless": x.hostlessPorts,
+		"globs":    x.globBuckets,
+	}
+	x.bucketLists = make(map[*ast.Term]*ast.Term, len(x.globBuckets))
+	for _, s := range x.globBuckets {
+		x.bucketLists[s.key] = ast.ArrayTerm(s.key)
+	}
+	idx := ast.NewObject()
+	for name, table := range x.tables {
+		obj := ast.NewObject()
+		for _, s := range table {
+			obj.Insert(s.key, s.value)
+		}
+		idx.Insert(ast.StringTerm(name), ast.NewTerm(obj))
+	}
+	x.data = ast.NewObject(ast.Item(ast.StringTerm("idx"), ast.NewTerm(idx)))
 	return x, nil
+}
+
+// policyPath returns the term of an exact binary path of the policy,
+// making it the first time.
+func (x *index) policyPath(path string) *ast.Term {
+	t, ok := x.paths[path]
+	if !ok {
+		t = ast.StringTerm(path)
+		x.paths[path] = t
+	}
+	return t
 }
 
 // ruleTerms turns HTTP rules into Rego data, upper-casing methods. Rules
@@ -207,13 +266,13 @@ func globSuffix(pattern string) string {
 	return tail[i+1:]
 }
 
-// bucketsFor returns the glob buckets the index has for a lowercased host
-// and port: the host's dot-suffixes and "", each with ":port".
-func (x *index) bucketsFor(host, port string) []*ast.Term {
+// bucketsFor appends to dst the glob buckets the index has for a
+// lowercased host and port: the host's dot-suffixes and "", each with
+// ":port".
+func (x *index) bucketsFor(dst []*ast.Term, host, port string) []*ast.Term {
 	if len(x.globBuckets) == 0 {
-		return nil
+		return dst
 	}
-	var out []*ast.Term
 	var buf [128]byte
 	for i := -1; i < len(host); i++ {
 		suffix := ""
@@ -224,11 +283,22 @@ func (x *index) bucketsFor(host, port string) []*ast.Term {
 			suffix = host[i+1:]
 		}
 		b := append(append(append(buf[:0], suffix...), ':'), port...)
-		if x.globBuckets[string(b)] {
-			out = append(out, ast.StringTerm(string(b)))
+		if s, ok := x.globBuckets[string(b)]; ok {
+			dst = append(dst, s.key)
 		}
 	}
-	return out
+	return dst
+}
+
+// bucketsTerm returns the array term of glob buckets: the index's own for
+// one bucket, else a new one.
+func (x *index) bucketsTerm(buckets []*ast.Term) *ast.Term {
+	if len(buckets) == 1 {
+		if t := x.bucketLists[buckets[0]]; t != nil {
+			return t
+		}
+	}
+	return ast.ArrayTerm(slices.Clone(buckets)...)
 }
 
 func addGlob(m map[string]map[string][]*ast.Term, bucket, pattern string, r *ast.Term) {
@@ -238,35 +308,30 @@ func addGlob(m map[string]map[string][]*ast.Term, bucket, pattern string, r *ast
 	m[bucket][pattern] = append(m[bucket][pattern], r)
 }
 
-func refsObject(m map[string][]*ast.Term) *ast.Term {
-	obj := ast.NewObject()
-	for k, refs := range m {
-		obj.Insert(ast.StringTerm(k), ast.ArrayTerm(refs...))
+// entriesTable turns lists of entries into a table of array terms.
+func entriesTable(m map[string][]*ast.Term) map[string]slot {
+	table := make(map[string]slot, len(m))
+	for k, entries := range m {
+		table[k] = slot{ast.StringTerm(k), ast.ArrayTerm(entries...)}
 	}
-	return ast.NewTerm(obj)
+	return table
 }
 
-func globsObject(m map[string]map[string][]*ast.Term) *ast.Term {
-	obj := ast.NewObject()
+// globsTable turns host globs into a table of arrays of {pattern,
+// entries}, by bucket.
+func globsTable(m map[string]map[string][]*ast.Term) map[string]slot {
+	table := make(map[string]slot, len(m))
 	for bucket, patterns := range m {
-		var entries []*ast.Term
-		for pattern, refs := range patterns {
-			entries = append(entries, ast.ObjectTerm(
+		var globs []*ast.Term
+		for pattern, list := range patterns {
+			globs = append(globs, ast.ObjectTerm(
 				ast.Item(ast.StringTerm("pattern"), ast.StringTerm(pattern)),
-				ast.Item(ast.StringTerm("refs"), ast.ArrayTerm(refs...)),
+				ast.Item(ast.StringTerm("entries"), ast.ArrayTerm(list...)),
 			))
 		}
-		obj.Insert(ast.StringTerm(bucket), ast.ArrayTerm(entries...))
+		table[bucket] = slot{ast.StringTerm(bucket), ast.ArrayTerm(globs...)}
 	}
-	return ast.NewTerm(obj)
-}
-
-func keySet[V any](m map[string]V) map[string]bool {
-	set := make(map[string]bool, len(m))
-	for k := range m {
-		set[k] = true
-	}
-	return set
+	return table
 }
 
 func prefixStrings(ps []netip.Prefix) []string {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/moatsandbox/moat/policy"
 )
@@ -32,6 +34,8 @@ type verdict struct {
 	// not the binary; else reason is the complete reason.
 	binaryDenied []string
 	reason       string
+
+	refsBuf [1]ref // backs refs when one endpoint matches, the common case
 }
 
 // Decide decides whether the process described by in may connect to
@@ -92,22 +96,6 @@ func (c *compiled) verdict(ctx context.Context, in *policy.Input) (*verdict, err
 	return v, nil
 }
 
-// Input and result keys.
-var (
-	hostKey         = ast.StringTerm("host")
-	hostPortKey     = ast.StringTerm("host_port")
-	hostlessPortKey = ast.StringTerm("hostless_port")
-	globBucketsKey  = ast.StringTerm("glob_buckets")
-	pathsKey        = ast.StringTerm("paths")
-	lookupsKey      = ast.StringTerm("lookups")
-	lookupsExact    = ast.StringTerm("exact")
-	lookupsAll      = ast.StringTerm("all")
-	endpointsKey    = ast.StringTerm("endpoints")
-	methodKey       = ast.StringTerm("method")
-	pathKey         = ast.StringTerm("path")
-	queryKey        = ast.StringTerm("query")
-)
-
 // evaluate decides a connection without the cache.
 func (c *compiled) evaluate(ctx context.Context, host string, in *policy.Input) (*verdict, error) {
 	x := c.idx
@@ -122,38 +110,30 @@ func (c *compiled) evaluate(ctx context.Context, host string, in *policy.Input) 
 	}
 	var buf [256]byte
 	hostPort := append(append(append(buf[:0], host...), ':'), port...)
-	exact := x.exactKeys[string(hostPort)]
-	hostless := x.hostlessPorts[port]
-	buckets := x.bucketsFor(host, port)
-	if !exact && !hostless && len(buckets) == 0 {
+	exact := x.exactKeys[string(hostPort)].key
+	hostless := x.hostlessPorts[port].key
+	var bucketBuf [4]*ast.Term
+	buckets := x.bucketsFor(bucketBuf[:0], host, port)
+	if exact == nil && hostless == nil && len(buckets) == 0 {
 		return &verdict{reason: endpointReason(host, in.Port, x.keys)}, nil
 	}
-	paths := make([]*ast.Term, 0, 1+len(in.Ancestors))
-	paths = append(paths, ast.StringTerm(in.Binary.Path))
-	for _, a := range in.Ancestors {
-		paths = append(paths, ast.StringTerm(a.Path))
+	// The input names the lookups that can succeed (see moat.rego); the
+	// two common cases, the exact lookup alone and host globs alone, fill
+	// in a pooled document.
+	var t *ast.Term
+	var err error
+	switch {
+	case hostless == nil && len(buckets) == 0:
+		input := exactInputs.Get().(*pooledInput)
+		t, err = c.eval(ctx, c.conn, input.setExact(x, exact, in))
+		exactInputs.Put(input)
+	case hostless == nil && exact == nil:
+		input := globInputs.Get().(*pooledInput)
+		t, err = c.eval(ctx, c.conn, input.setGlobs(x, host, buckets, in))
+		globInputs.Put(input)
+	default:
+		t, err = c.eval(ctx, c.conn, rego.EvalParsedInput(allInput(x, host, exact, hostless, buckets, in)))
 	}
-	items := make([][2]*ast.Term, 0, 6)
-	items = append(items,
-		[2]*ast.Term{hostKey, ast.StringTerm(host)},
-		[2]*ast.Term{pathsKey, ast.ArrayTerm(paths...)},
-	)
-	if exact {
-		items = append(items, [2]*ast.Term{hostPortKey, ast.StringTerm(string(hostPort))})
-	}
-	if hostless {
-		items = append(items, [2]*ast.Term{hostlessPortKey, ast.StringTerm(port)})
-	}
-	if len(buckets) > 0 {
-		items = append(items, [2]*ast.Term{globBucketsKey, ast.ArrayTerm(buckets...)})
-	}
-	if hostless || len(buckets) > 0 {
-		items = append(items, [2]*ast.Term{lookupsKey, lookupsAll})
-	} else {
-		items = append(items, [2]*ast.Term{lookupsKey, lookupsExact})
-	}
-	input := ast.NewObject(items...)
-	t, err := c.eval(ctx, c.conn, input)
 	if err != nil {
 		return nil, err
 	}
@@ -170,16 +150,17 @@ func (c *compiled) evaluate(ctx context.Context, host string, in *policy.Input) 
 // verdict reads the Rego decision: the candidate endpoints (host and port
 // match) and, among them, the endpoints whose policy allows the binary.
 func (x *index) verdict(res *ast.Array, host string, port uint16) (*verdict, error) {
-	endpoints, err := refsOf(res.Elem(1))
+	v := &verdict{}
+	endpoints, err := refsOf(v.refsBuf[:0], res.Elem(1))
 	if err != nil {
 		return nil, err
 	}
 	if len(endpoints) == 0 {
-		candidates, err := refsOf(res.Elem(0))
+		var buf [4]ref
+		candidates, err := refsOf(buf[:0], res.Elem(0))
 		if err != nil {
 			return nil, err
 		}
-		v := &verdict{}
 		if len(candidates) == 0 {
 			v.reason = endpointReason(host, port, x.keys)
 			return v, nil
@@ -193,12 +174,12 @@ func (x *index) verdict(res *ast.Array, host string, port uint16) (*verdict, err
 	}
 	// Allowed. The matched policy is the smallest key; the endpoints count
 	// in key then document order.
-	v := &verdict{allow: true, policy: endpoints[0].key, refs: endpoints}
+	v.allow, v.policy, v.refs = true, endpoints[0].key, endpoints
 	var first, extended *policy.Endpoint
 	for _, r := range endpoints {
 		info := x.endpoint(r)
 		if info == nil {
-			return nil, fmt.Errorf("eval rego: bad endpoint reference %v", r)
+			return nil, fmt.Errorf("eval rego: no endpoint %d in policy %q", r.i, r.key)
 		}
 		if first == nil {
 			first = info.ep
@@ -227,7 +208,11 @@ func (x *index) verdict(res *ast.Array, host string, port uint16) (*verdict, err
 // maxListedPolicies).
 func endpointReason(host string, port uint16, keys []string) string {
 	if len(keys) > maxListedPolicies {
-		return fmt.Sprintf("endpoint %s:%d not in any of %d policies", host, port, len(keys))
+		var buf [128]byte
+		b := append(append(append(buf[:0], "endpoint "...), host...), ':')
+		b = append(strconv.AppendUint(b, uint64(port), 10), " not in any of "...)
+		b = append(strconv.AppendInt(b, int64(len(keys)), 10), " policies"...)
+		return string(b)
 	}
 	reasons := make([]string, len(keys))
 	for i, key := range keys {
@@ -236,36 +221,50 @@ func endpointReason(host string, port uint16, keys []string) string {
 	return strings.Join(reasons, "; ")
 }
 
-// refsOf reads an array of [policy key, endpoint index] references and
-// sorts them by key then index.
-func refsOf(t *ast.Term) ([]ref, error) {
-	var arr *ast.Array
-	if t != nil {
-		arr, _ = t.Value.(*ast.Array)
-	}
-	if arr == nil {
-		return nil, fmt.Errorf("eval rego: expected an array of endpoints, got %v", t)
-	}
-	refs := make([]ref, 0, arr.Len())
-	for i := range arr.Len() {
-		elem := arr.Elem(i)
-		pair, ok := elem.Value.(*ast.Array)
-		if !ok || pair.Len() != 2 {
-			return nil, fmt.Errorf("eval rego: bad endpoint reference %v", elem)
+// refsOf appends to dst the references of an array or set of endpoint
+// entries (see data.go), sorted by key then index.
+func refsOf(dst []ref, t *ast.Term) ([]ref, error) {
+	switch v := t.Value.(type) {
+	case *ast.Array:
+		dst = slices.Grow(dst, v.Len())
+		for i := range v.Len() {
+			r, err := refOf(v.Elem(i))
+			if err != nil {
+				return nil, err
+			}
+			dst = append(dst, r)
 		}
-		key, ok1 := pair.Elem(0).Value.(ast.String)
-		n, ok2 := pair.Elem(1).Value.(ast.Number)
-		idx, ok3 := n.Int()
-		if !ok1 || !ok2 || !ok3 {
-			return nil, fmt.Errorf("eval rego: bad endpoint reference %v", elem)
+	case ast.Set:
+		elems := v.Slice()
+		dst = slices.Grow(dst, len(elems))
+		for _, elem := range elems {
+			r, err := refOf(elem)
+			if err != nil {
+				return nil, err
+			}
+			dst = append(dst, r)
 		}
-		refs = append(refs, ref{key: string(key), i: idx})
+	default:
+		return nil, fmt.Errorf("eval rego: expected an array or set of endpoints, got %v", ast.TypeName(t.Value))
 	}
-	slices.SortFunc(refs, func(a, b ref) int {
+	slices.SortFunc(dst, func(a, b ref) int {
 		if c := strings.Compare(a.key, b.key); c != 0 {
 			return c
 		}
 		return a.i - b.i
 	})
-	return refs, nil
+	return dst, nil
+}
+
+// refOf reads the policy key and endpoint index of an endpoint entry.
+func refOf(t *ast.Term) (ref, error) {
+	if entry, ok := t.Value.(*ast.Array); ok && entry.Len() == entryLen {
+		key, ok1 := entry.Elem(0).Value.(ast.String)
+		num, ok2 := entry.Elem(1).Value.(ast.Number)
+		i, ok3 := num.Int()
+		if ok1 && ok2 && ok3 {
+			return ref{key: string(key), i: i}, nil
+		}
+	}
+	return ref{}, fmt.Errorf("eval rego: bad endpoint entry of type %v", ast.TypeName(t.Value))
 }

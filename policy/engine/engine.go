@@ -5,12 +5,16 @@
 //
 // A policy is compiled once per Load into a data document indexed for keyed
 // lookups (exact "host:port", hostless endpoints by port, host globs by
-// their literal last two labels, binaries by path) and an embedded Rego
-// module prepared with PrepareForEval; each decision is then one Eval of
-// the prepared query with an AST input, no JSON round trip. OPA returns
-// structured results (matching endpoints, matched and listing policies);
-// deny reasons are worded in Go, so that a cached verdict can render the
-// reason with the current caller's command line.
+// their literal last two labels), whose entries carry what the module
+// checks next (the policy's binaries, the endpoint's HTTP rules), and an
+// embedded Rego module prepared with PrepareForEval; each decision is then
+// one Eval of the prepared query with an AST input, no JSON round trip. The
+// input reuses the index's terms and, in the common case, a pooled
+// document (see pooledInput); the store answers the decision's one lookup
+// from Go maps (see indexStore). OPA returns structured results (matching
+// endpoints, matched and listing policies); deny reasons are worded in Go,
+// so that a cached verdict can render the reason with the current caller's
+// command line.
 //
 // Connection verdicts are cached per policy revision, keyed by the whole
 // identity (executable and ancestors, each with its fingerprint), host and
@@ -34,7 +38,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/moatsandbox/moat/policy"
@@ -74,7 +77,7 @@ type compiled struct {
 	conn    rego.PreparedEvalQuery
 	request rego.PreparedEvalQuery
 	txn     storage.Transaction // read-only, open for the revision's lifetime
-	opts    [6]rego.EvalOption  // every evaluation's options but the input
+	opts    [7]rego.EvalOption  // every evaluation's options but the input; the globs last
 	cache   *cache
 }
 
@@ -138,10 +141,16 @@ func compile(ctx context.Context, p *policy.Policy) (*compiled, error) {
 		return nil, fmt.Errorf("parse rego: %w", err)
 	}
 	// One store, read-only and already in AST form, shared by both queries.
-	store := inmem.NewFromASTObject(idx.data)
+	store := newIndexStore(idx)
 	prepare := func(query string) (rego.PreparedEvalQuery, error) {
+		ref, err := ast.ParseRef(query)
+		if err != nil {
+			return rego.PreparedEvalQuery{}, fmt.Errorf("parse query %s: %w", query, err)
+		}
+		// The query's expression has no location: rego copies an
+		// expression's location and text into every result.
 		pq, err := rego.New(
-			rego.Query(query),
+			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 			rego.ParsedModule(parsed),
 			rego.Store(store),
 			rego.GenerateJSON(keepAST),
@@ -165,6 +174,7 @@ func compile(ctx context.Context, p *policy.Policy) (*compiled, error) {
 		rego.EvalMetrics(noMetrics),
 		rego.EvalBaseCache(noBaseCache{}),
 		rego.EvalVirtualCache(noVirtualCache{}),
+		rego.EvalRequestMetadata(noRequestMetadata),
 		rego.EvalInterQueryBuiltinValueCache(idx.globs),
 	}
 	if c.conn, err = prepare(connQuery); err != nil {
@@ -186,13 +196,16 @@ func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 // reads, and checks ctx only before starting (a decision takes
 // microseconds; OPA would otherwise start a goroutine per evaluation to
 // watch ctx).
-func (c *compiled) eval(ctx context.Context, q rego.PreparedEvalQuery, input ast.Value) (*ast.Term, error) {
+//
+// input is the option that hands OPA the input document
+// (rego.EvalParsedInput).
+func (c *compiled) eval(ctx context.Context, q rego.PreparedEvalQuery, input rego.EvalOption) (*ast.Term, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("eval rego: %w", err)
 	}
 	var opts [len(compiled{}.opts) + 1]rego.EvalOption
 	copy(opts[:], c.opts[:])
-	opts[len(opts)-1] = rego.EvalParsedInput(input)
+	opts[len(opts)-1] = input
 	rs, err := q.Eval(ctx, opts[:]...)
 	if err != nil {
 		return nil, fmt.Errorf("eval rego: %w", err)
@@ -210,6 +223,12 @@ func (c *compiled) eval(ctx context.Context, q rego.PreparedEvalQuery, input ast
 var (
 	neverCancel = topdown.NewCancel()
 	noMetrics   = metrics.NoOp()
+
+	// noRequestMetadata is the request metadata of every evaluation:
+	// none. OPA hands it to builtins that use it (http.send and the
+	// like, which the module does not call) and makes an empty map per
+	// evaluation when given none. Nothing writes to it.
+	noRequestMetadata = map[string]any{}
 )
 
 // noBaseCache disables OPA's per-evaluation cache of data reads: it exists

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -432,6 +433,63 @@ func TestConcurrentLoad(t *testing.T) {
 	}
 	if e.Revision() != 41 {
 		t.Errorf("revision %d, want 41", e.Revision())
+	}
+}
+
+// TestConcurrentUncachedDecide runs uncached decisions from several
+// goroutines, with ancestor chains of every length up to past the pooled
+// inputs' (maxPooledPaths), and checks each against the reference
+// evaluator: pooled inputs must not leak between decisions. Most
+// destinations take the exact lookup alone or host globs alone (the pooled
+// inputs); the policies allow an executable, a shell or the ancestor at one
+// depth.
+func TestConcurrentUncachedDecide(t *testing.T) {
+	p := pol(map[string]*policy.NetworkPolicy{
+		"a":    np(eps(ep("a.test", 443), ep("shared.test", 443)), curl),
+		"b":    np(eps(ep("b.test", 443), ep("shared.test", 443, 80)), "/usr/bin/bash"),
+		"deep": np(eps(ep("deep.test", 443)), "/usr/bin/anc-3", "/usr/bin/anc-9"),
+		"glob": np(eps(ep("*.glob.test", 443)), "/usr/bin/anc-1"),
+	})
+	e := mustNew(t, p)
+	ctx := context.Background()
+	hosts := []string{"a.test", "b.test", "shared.test", "deep.test", "x.glob.test", "a.b.glob.test", "nowhere.test"}
+	exes := []string{curl, "/usr/bin/wget", "/usr/bin/bash"}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			for i := range 500 {
+				in := policy.Input{
+					Binary: policy.Exe{Path: exes[(i+g)%len(exes)], Fingerprint: fmt.Sprintf("fp-%d-%d", g, i)},
+					Host:   hosts[(i*5+g)%len(hosts)],
+					Port:   443,
+				}
+				if i%11 == 0 {
+					in.Port = 80
+				}
+				for a := range (i + g) % (maxPooledPaths + 3) {
+					in.Ancestors = append(in.Ancestors, policy.Exe{Path: fmt.Sprintf("/usr/bin/anc-%d", a), Fingerprint: "fp"})
+				}
+				if i%7 == 0 && len(in.Ancestors) > 0 {
+					in.Ancestors[len(in.Ancestors)-1].Path = "/usr/bin/bash"
+				}
+				want, _ := refDecide(p, in)
+				got, err := e.Decide(ctx, in)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !sameDecision(got, want) {
+					errs <- fmt.Errorf("Decide(%+v)\n got: %s\nwant: %s", in, describe(got), describe(want))
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
 

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/moatsandbox/moat/policy"
 )
@@ -59,7 +61,11 @@ func (c *compiled) requestAllowed(ctx context.Context, v *verdict, req *policy.R
 	}
 	refs := make([]*ast.Term, len(v.refs))
 	for i, r := range v.refs {
-		refs[i] = ast.ArrayTerm(ast.StringTerm(r.key), ast.InternedTerm(r.i))
+		info := c.idx.endpoint(r)
+		if info == nil {
+			return false, fmt.Errorf("policy engine: no endpoint %d in policy %q", r.i, r.key)
+		}
+		refs[i] = info.term
 	}
 	input := ast.NewObject(
 		[2]*ast.Term{endpointsKey, ast.ArrayTerm(refs...)},
@@ -67,7 +73,7 @@ func (c *compiled) requestAllowed(ctx context.Context, v *verdict, req *policy.R
 		[2]*ast.Term{pathKey, ast.StringTerm(req.Path)},
 		[2]*ast.Term{queryKey, ast.NewTerm(query)},
 	)
-	t, err := c.eval(ctx, c.request, input)
+	t, err := c.eval(ctx, c.request, rego.EvalParsedInput(input))
 	if err != nil {
 		return false, err
 	}
