@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -81,7 +80,12 @@ func Start(ctx context.Context, cfg *control.Config, logger *slog.Logger) (_ *Si
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	guard := &ssrf.Guard{LocalAddrs: localAddrs}
+	local, err := watchLocalAddrs(logger)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(local.Close)
+	guard := &ssrf.Guard{LocalAddrs: local.Addrs}
 	if s.proxy, err = proxy.New(proxy.Config{
 		Sandbox:  cfg.Sandbox,
 		Decider:  s.engine,
@@ -216,20 +220,4 @@ func bypassReason(ev bypass.Event) string {
 		return base + "; make the program honour HTTP_PROXY/HTTPS_PROXY (Node.js: NODE_USE_ENV_PROXY=1)"
 	}
 	return base
-}
-
-// localAddrs are the addresses of the sidecar's network namespace, which
-// the SSRF guard always refuses.
-func localAddrs() []netip.Addr {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr())
-		}
-	}
-	return out
 }

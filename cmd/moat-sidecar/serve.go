@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -100,6 +101,15 @@ func serve(args []string, stderr io.Writer) int {
 	// Compiling the policy leaves garbage as large as the index it built;
 	// hand it back to the kernel before the long idle life of a sidecar.
 	debug.FreeOSMemory()
+	// One P from here on. A sidecar serves one sandbox, and its work is
+	// short handlers between system calls: with more Ps, idle ones spin
+	// and threads wake each other for every connection. On the 2-vCPU
+	// test VM one P cut the sidecar's CPU time per tunnel from about 990
+	// to 570 us with bulk throughput unchanged (bench/network). The
+	// start, OPA's compile included, keeps every P.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	logger.Info("sidecar ready", "proxy", cfg.Proxy, "pid", os.Getpid(), "uid", os.Getuid())
 	report("ok")
 	<-ctx.Done()
