@@ -98,7 +98,13 @@ func Start(ctx context.Context, cfg *control.Config, logger *slog.Logger) (_ *Si
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	s.onClose(s.proxy.Close)
-	l, err := net.Listen("tcp", cfg.Proxy)
+	// No keepalive probes on the proxy's side of a client connection:
+	// its peer is a sandbox process across the veth, whose sockets the
+	// kernel closes when it dies, and the probes' options cost four
+	// system calls per connection. Upstream connections keep Go's
+	// default, for long idle tunnels through NATs.
+	lc := net.ListenConfig{KeepAlive: -1}
+	l, err := lc.Listen(ctx, "tcp", cfg.Proxy)
 	if err != nil {
 		return nil, fmt.Errorf("proxy listener: %w", err)
 	}
