@@ -28,6 +28,7 @@ import (
 const (
 	helperEnv  = "MOAT_IDENTITY_TEST_HELPER"
 	helperAddr = "MOAT_IDENTITY_TEST_ADDR"
+	helperNext = "MOAT_IDENTITY_TEST_NEXT"
 )
 
 func TestMain(m *testing.M) {
@@ -57,6 +58,19 @@ func TestMain(m *testing.M) {
 			}
 			fmt.Println("ok")
 		}
+	case "connect-exec": // connect once, say so, then at a line on stdin exec $helperNext in connect mode
+		c, err := net.Dial("tcp", os.Getenv(helperAddr))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("pid %d\n", os.Getpid())
+		bufio.NewReader(os.Stdin).ReadString('\n') //nolint:errcheck
+		c.Close()
+		next := os.Getenv(helperNext)
+		err = syscall.Exec(next, []string{next}, append(os.Environ(), helperEnv+"=connect"))
+		fmt.Fprintln(os.Stderr, "exec:", err)
+		os.Exit(1)
 	case "hold": // hold inherited fds until stdin closes
 		fmt.Printf("pid %d\n", os.Getpid())
 		io.Copy(io.Discard, os.Stdin) //nolint:errcheck

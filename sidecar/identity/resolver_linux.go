@@ -90,7 +90,7 @@ func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*
 	links, err := r.resolve(client, server)
 	defer func() {
 		for _, l := range links {
-			unix.Close(l.exe)
+			l.close()
 		}
 	}()
 	if err != nil {
@@ -98,9 +98,11 @@ func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*
 	}
 	p := &Process{PID: links[0].pid}
 	for i, l := range links {
-		sum, err := r.trust.hash(ctx, l.exe, l.key)
-		if err != nil {
-			return nil, fmt.Errorf("hash executable %s of pid %d: %w", l.path, l.pid, err)
+		sum := l.sum
+		if sum == "" {
+			if sum, err = r.trust.hash(ctx, l.exe, l.key); err != nil {
+				return nil, fmt.Errorf("hash executable %s of pid %d: %w", l.path, l.pid, err)
+			}
 		}
 		if err := r.trust.check(l, sum); err != nil {
 			return nil, err
@@ -194,12 +196,14 @@ func (r *Resolver) walk(leaf int, inherited bool) ([]*link, error) {
 			}
 			break // the parent just exited
 		}
-		l, err := t.readLink(p, depth > 0)
-		if err != nil {
-			return links, err
+		l := t.knownLink(p, depth > 0, r.trust)
+		if l == nil {
+			if l, err = t.readLink(p, depth > 0); err != nil {
+				return links, err
+			}
 		}
 		if depth > 0 && l.path == r.initPath {
-			unix.Close(l.exe)
+			l.close()
 		} else {
 			links = append(links, l)
 		}

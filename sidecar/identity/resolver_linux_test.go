@@ -161,6 +161,48 @@ func TestIntegrity(t *testing.T) {
 	}
 }
 
+// TestExecSeen checks that a process looked up before and then exec'ing
+// another program is seen as that program: what the resolver remembers
+// of a process holds only while it runs the same executable file.
+func TestExecSeen(t *testing.T) {
+	s := newSandboxNet(t)
+	r := newResolver(t, s)
+	dir := t.TempDir()
+	// Two copies with the same content: only the file differs.
+	first, second := helperCopy(t, dir, "first"), helperCopy(t, dir, "second")
+	c := s.start(t, "connect-exec", nil, "env", helperNext+"="+second, first)
+	pid := c.pid(t)
+	check := func(what string, client, server netip.AddrPort, want string) {
+		t.Helper()
+		p, err := lookup(t, r, client, server)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if p.PID != pid || p.Exe.Path != want {
+			t.Errorf("%s: pid %d %s, want pid %d %s", what, p.PID, p.Exe.Path, pid, want)
+		}
+	}
+	client, server := s.accept(t)
+	check("first lookup", client, server, first)
+	check("second lookup, remembered", client, server, first)
+	// Another process runs second, so its hash is known when the
+	// first one switches to it.
+	other := s.start(t, "connect", nil, second)
+	other.pid(t)
+	oClient, oServer := s.accept(t)
+	if p, err := lookup(t, r, oClient, oServer); err != nil || p.Exe.Path != second {
+		t.Fatalf("other process: %+v, %v", p, err)
+	}
+	if _, err := c.stdin.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.pid(t); got != pid {
+		t.Fatalf("after exec: pid %d, want %d", got, pid)
+	}
+	client, server = s.accept(t)
+	check("after exec", client, server, second)
+}
+
 func TestDeletedExe(t *testing.T) {
 	s := newSandboxNet(t)
 	r := newResolver(t, s)
