@@ -36,9 +36,11 @@ type tunnelStats struct {
 	Total      []float64 `json:"total_us"`
 }
 
-// rssReadings is the sidecar's VmRSS at three points and its VmHWM.
+// rssReadings is the sidecar's VmRSS at three points, its VmHWM, and
+// its RssAnon and RssFile after the decisions.
 type rssReadings struct {
 	ready, decided, end, peak float64
+	anon, file                float64
 }
 
 // lookupRun is one BenchmarkLookup200 result.
@@ -63,9 +65,11 @@ func (b *bench) upstream() string { return fmt.Sprintf("%s:%d", b.tb.upIP, upPor
 func (b *bench) measureRSS(e *moatEnv, id string) (rssReadings, error) {
 	var r rssReadings
 	var err error
-	if r.ready, _, err = sidecarRSS(e); err != nil {
+	ready, err := sidecarRSS(e)
+	if err != nil {
 		return r, err
 	}
+	r.ready = ready.rss
 	n := strconv.Itoa(b.o.decisions)
 	for _, args := range [][]string{
 		{"tunnels", "-target", b.upstream(), "-c", "4", "-n", n},
@@ -80,15 +84,16 @@ func (b *bench) measureRSS(e *moatEnv, id string) (rssReadings, error) {
 			return r, fmt.Errorf("decisions: %s (%v)\nthe sidecar's last denials:\n%s", strings.TrimSpace(out), err, e.denials(id))
 		}
 	}
-	r.decided, r.peak, err = sidecarRSS(e)
+	m, err := sidecarRSS(e)
+	r.decided, r.peak, r.anon, r.file = m.rss, m.hwm, m.anon, m.file
 	return r, err
 }
 
-// sidecarRSS reads the env's sidecar's VmRSS and VmHWM (MiB).
-func sidecarRSS(e *moatEnv) (float64, float64, error) {
+// sidecarRSS reads the memory status of the env's sidecar.
+func sidecarRSS(e *moatEnv) (memStatus, error) {
 	pid, err := e.sidecarPid()
 	if err != nil {
-		return 0, 0, err
+		return memStatus{}, err
 	}
 	return rss(pid)
 }

@@ -76,9 +76,10 @@ func (b *bench) report() {
 	}
 
 	fmt.Printf("\n4. Sidecar memory (MiB)\n")
-	fmt.Printf("%-36s %10s %14s %12s %12s\n", "policy", "VmRSS ready", "after decisions", "after tests", "VmHWM")
+	fmt.Printf("%-30s %11s %15s %11s %6s %18s\n", "policy", "VmRSS ready", "after decisions", "after tests", "VmHWM", "anon/file decided")
 	rssRow := func(name string, x rssReadings) {
-		fmt.Printf("%-36s %10.1f %14.1f %12s %12.1f\n", name, x.ready, x.decided, fmtMiB(x.end), x.peak)
+		fmt.Printf("%-30s %11.1f %15.1f %11s %6.1f %18s\n", name, x.ready, x.decided, fmtMiB(x.end), x.peak,
+			fmt.Sprintf("%.1f/%.1f", x.anon, x.file))
 	}
 	rssRow("1 endpoint", r.rssSmall)
 	rssRow("10,000 endpoints (100 x 100)", r.rssBig)

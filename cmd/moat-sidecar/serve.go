@@ -101,6 +101,9 @@ func serve(args []string, stderr io.Writer) int {
 	// Compiling the policy leaves garbage as large as the index it built;
 	// hand it back to the kernel before the long idle life of a sidecar.
 	debug.FreeOSMemory()
+	if err := dropStartPages(); err != nil {
+		logger.Warn("drop the start's executable pages", "err", err)
+	}
 	// One P from here on. A sidecar serves one sandbox, and its work is
 	// short handlers between system calls: with more Ps, idle ones spin
 	// and threads wake each other for every connection. On the 2-vCPU
