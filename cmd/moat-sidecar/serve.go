@@ -98,8 +98,11 @@ func serve(args []string, stderr io.Writer) int {
 		logger.Error("sidecar failed to drop its privileges", "err", err)
 		return 1
 	}
-	// Compiling the policy leaves garbage as large as the index it built;
-	// hand it back to the kernel before the long idle life of a sidecar.
+	logger.Info("sidecar ready", "proxy", cfg.Proxy, "pid", os.Getpid(), "uid", os.Getuid())
+	report("ok")
+	// What follows is for the long life of a sidecar, so it comes after
+	// readiness, off the container's start path. Compiling the policy
+	// left garbage as large as the index it built: hand it back.
 	debug.FreeOSMemory()
 	if err := dropStartPages(); err != nil {
 		logger.Warn("drop the start's executable pages", "err", err)
@@ -113,8 +116,6 @@ func serve(args []string, stderr io.Writer) int {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
-	logger.Info("sidecar ready", "proxy", cfg.Proxy, "pid", os.Getpid(), "uid", os.Getuid())
-	report("ok")
 	<-ctx.Done()
 	logger.Info("sidecar stopping")
 	if err := sc.Close(); err != nil {
