@@ -10,9 +10,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-
-	// Maps the executable in one go before the other packages initialise.
-	_ "github.com/moatsandbox/moat/internal/prefault"
 )
 
 const usage = `moat-sidecar: moat's per-sandbox supervisor

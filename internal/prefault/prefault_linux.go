@@ -13,29 +13,66 @@
 // a long-lived process can drop the ones it no longer uses
 // (moat-sidecar does, once ready).
 //
-// Importing the package for its side effect is all there is to it. It
-// uses package syscall only, so it initialises before the heavy packages
-// whose initialisation it speeds up. Any failure (no /proc, a kernel
+// Importing the package does it. It uses packages syscall and errors
+// only, so it initialises before the heavy packages whose initialisation
+// it speeds up. Any failure (no /proc, a kernel
 // older than 5.14 without MADV_POPULATE_READ) leaves the process as it
 // would have been.
 package prefault
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // madvPopulateRead is MADV_POPULATE_READ (Linux 5.14).
 const madvPopulateRead = 22
 
 func init() { populate() }
 
+// populate maps the executable's read-only pages. Errors are ignored:
+// the pages then fault in as they would have.
 func populate() {
+	eachCodeMapping(func(start, end uintptr) {
+		syscall.Syscall(syscall.SYS_MADVISE, start, end-start, madvPopulateRead) //nolint:errcheck
+	})
+}
+
+// Drop takes the executable's read-only pages out of the process's page
+// tables again: a long-lived process calls it once the code that only
+// its start runs (package initialisation, setup) is behind it, so that
+// those pages leave its RSS. The pages it still uses come back on their
+// next touch, from the page cache.
+func Drop() error {
+	var err error
+	listed := eachCodeMapping(func(start, end uintptr) {
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, start, end-start, syscall.MADV_DONTNEED); errno != 0 && err == nil {
+			err = errno
+		}
+	})
+	if !listed {
+		return errors.New("drop the executable's pages: cannot read /proc/self/exe or /proc/self/maps")
+	}
+	if err != nil {
+		return errors.New("drop the executable's pages: madvise: " + err.Error())
+	}
+	return nil
+}
+
+// eachCodeMapping calls fn with the bounds of each readable, non-writable
+// mapping of the running executable: code and constant data, clean
+// copies of the file that may be dropped and mapped again at will (a
+// writable mapping's pages may hold the program's data). It reports
+// whether it could list them.
+func eachCodeMapping(fn func(start, end uintptr)) bool {
 	var exe [4096]byte
 	n, err := syscall.Readlink("/proc/self/exe", exe[:])
 	if err != nil || n == len(exe) {
-		return
+		return false
 	}
 	maps, ok := readFile("/proc/self/maps")
 	if !ok {
-		return
+		return false
 	}
 	for len(maps) > 0 {
 		line := maps
@@ -45,12 +82,11 @@ func populate() {
 			maps = nil
 		}
 		start, end, perms, path, ok := parseMapping(line)
-		if !ok || path != string(exe[:n]) || perms[0] != 'r' || perms[1] == 'w' {
-			continue
+		if ok && path == string(exe[:n]) && perms[0] == 'r' && perms[1] != 'w' {
+			fn(start, end)
 		}
-		// Errors are ignored: the pages then fault in as they would have.
-		syscall.Syscall(syscall.SYS_MADVISE, start, end-start, madvPopulateRead) //nolint:errcheck
 	}
+	return true
 }
 
 // parseMapping splits a /proc/PID/maps line:

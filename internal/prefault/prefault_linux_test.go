@@ -31,8 +31,8 @@ func TestParseMapping(t *testing.T) {
 
 // TestCodeResident checks what the package is for: after populate, every
 // page of the executable's code is mapped, used or not. The test first
-// drops the code's pages, as moat-sidecar does once ready, and reads
-// which pages are mapped from /proc/self/pagemap.
+// drops the code's pages with Drop, as moat-sidecar does once ready. It
+// reads which pages are mapped from /proc/self/pagemap.
 func TestCodeResident(t *testing.T) {
 	probe, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ, syscall.MAP_PRIVATE|syscall.MAP_ANON)
 	if err != nil {
@@ -65,8 +65,8 @@ func TestCodeResident(t *testing.T) {
 		}
 		return n
 	}
-	if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, start, end-start, syscall.MADV_DONTNEED); errno != 0 {
-		t.Fatalf("drop the code's pages: %v", errno)
+	if err := Drop(); err != nil {
+		t.Fatal(err)
 	}
 	if n := mapped(); n > pages/2 {
 		t.Fatalf("after dropping the code's pages, %d of %d are mapped", n, pages)
