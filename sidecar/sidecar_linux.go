@@ -140,8 +140,9 @@ func (s *Sidecar) Close() error {
 const bypassLookupTimeout = 250 * time.Millisecond
 
 // startBypass logs the bypass attempts of the inner netns: new TCP
-// connections from its NFQUEUE, named by the calling binary while their
-// socket still waits for an answer, everything else from its NFLOG group.
+// connections and UDP datagrams from its NFQUEUE, named by the calling
+// binary while their socket still exists, everything else from its NFLOG
+// group.
 // The NFLOG refusal itself is the kernel's, so a monitor that cannot
 // start only costs log lines. Without a queue reader the kernel drops the
 // queued SYNs: direct TCP connections time out instead of being refused
@@ -164,29 +165,36 @@ func (s *Sidecar) startBypass(ctx context.Context) {
 	}
 	q, err := bypass.OpenQueue(s.cfg.InnerNetNS, s.cfg.NFQueue)
 	if err != nil {
-		s.logger.Warn("bypass queue unavailable; direct TCP connections time out instead of being refused, unlogged", "err", err)
+		s.logger.Warn("bypass queue unavailable; direct TCP connections and UDP datagrams time out instead of being refused, unlogged", "err", err)
 		return
 	}
 	s.onClose(q.Close)
 	go func() {
 		if err := q.Run(ctx, s.logQueued); err != nil && !errors.Is(err, context.Canceled) {
-			s.logger.Error("bypass queue stopped; direct TCP connections now time out instead of being refused", "err", err)
+			s.logger.Error("bypass queue stopped; direct TCP connections and UDP datagrams now time out instead of being refused", "err", err)
 		}
 	}()
 }
 
-// logQueued logs a queued TCP SYN with the process that sent it: its
-// socket is still in SYN_SENT, so sock_diag finds it by the exact tuple.
+// logQueued logs a queued packet with the process that sent it: a TCP
+// SYN's socket is still in SYN_SENT, so sock_diag finds it by the exact
+// tuple; a UDP datagram's socket is found by its local address, if the
+// sender has not closed it yet (a resolver waiting for its answer has
+// not).
 func (s *Sidecar) logQueued(ev bypass.Event) {
+	lookup := s.ids.Lookup
+	if ev.Protocol == "udp" {
+		lookup = s.ids.LookupUDP
+	}
 	var proc *identity.Process
 	if ev.Src.IsValid() && ev.Dst.IsValid() {
 		ctx, cancel := context.WithTimeout(context.Background(), bypassLookupTimeout)
-		p, err := s.ids.Lookup(ctx, ev.Src, ev.Dst)
+		p, err := lookup(ctx, ev.Src, ev.Dst)
 		cancel()
 		if err == nil {
 			proc = p
 		} else {
-			s.logger.Debug("bypass: no process for a queued SYN", "src", ev.Src, "dst", ev.Dst, "err", err)
+			s.logger.Debug("bypass: no process for a queued packet", "protocol", ev.Protocol, "src", ev.Src, "dst", ev.Dst, "err", err)
 		}
 	}
 	s.logBypass(ev, proc)
@@ -195,7 +203,8 @@ func (s *Sidecar) logQueued(ev bypass.Event) {
 // logBypass writes the decision log record of a refused direct
 // connection, naming proc when it is known. Packets from NFLOG come
 // without one: the kernel refused them before the monitor read them, so
-// their sockets may be gone (TCP connections are named by the queue).
+// their sockets may be gone (TCP connections and UDP datagrams are named
+// by the queue).
 func (s *Sidecar) logBypass(ev bypass.Event, proc *identity.Process) {
 	rec := declog.Record{
 		Time:     ev.Time,

@@ -84,10 +84,21 @@ func (r *Resolver) Close() error {
 // executable's content changed since its path was first seen (returned
 // as *IntegrityError).
 func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*Process, error) {
+	return r.lookup(ctx, unix.IPPROTO_TCP, client, server)
+}
+
+// LookupUDP is Lookup for the UDP socket that sent a datagram from client
+// to server (connected or not), as seen in the inner netns: the bypass
+// queue names the sender of a direct UDP datagram with it.
+func (r *Resolver) LookupUDP(ctx context.Context, client, server netip.AddrPort) (*Process, error) {
+	return r.lookup(ctx, unix.IPPROTO_UDP, client, server)
+}
+
+func (r *Resolver) lookup(ctx context.Context, proto uint8, client, server netip.AddrPort) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	links, err := r.resolve(client, server)
+	links, err := r.resolve(proto, client, server)
 	defer func() {
 		for _, l := range links {
 			l.close()
@@ -126,13 +137,13 @@ func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*
 // resolve finds the socket, its holder and the holder's chain of
 // ancestors in the netns, under the lock. The links it returns (also with
 // an error) hold open executables.
-func (r *Resolver) resolve(client, server netip.AddrPort) ([]*link, error) {
+func (r *Resolver) resolve(proto uint8, client, server netip.AddrPort) ([]*link, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, ErrClosed
 	}
-	inode, err := r.diag.inode(client, server)
+	inode, err := r.diag.inode(proto, client, server)
 	if err != nil {
 		return nil, err
 	}

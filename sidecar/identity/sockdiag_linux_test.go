@@ -58,20 +58,75 @@ func TestSockDiagExactTuple(t *testing.T) {
 			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 			remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 
-			if ino, err := d.inode(local, remote); err != nil || ino != sockInode(t, c) {
+			if ino, err := d.inode(unix.IPPROTO_TCP, local, remote); err != nil || ino != sockInode(t, c) {
 				t.Errorf("client socket: inode %d, %v; want %d", ino, err, sockInode(t, c))
 			}
-			if ino, err := d.inode(remote, local); err != nil || ino != sockInode(t, s) {
+			if ino, err := d.inode(unix.IPPROTO_TCP, remote, local); err != nil || ino != sockInode(t, s) {
 				t.Errorf("server side: inode %d, %v; want %d", ino, err, sockInode(t, s))
 			}
 			gone := netip.AddrPortFrom(local.Addr(), local.Port()+1)
-			if _, err := d.inode(gone, remote); !errors.Is(err, ErrNotFound) {
+			if _, err := d.inode(unix.IPPROTO_TCP, gone, remote); !errors.Is(err, ErrNotFound) {
 				t.Errorf("no such socket: %v, want ErrNotFound", err)
 			}
 		})
 	}
 	mixed := netip.MustParseAddrPort("[::1]:80")
-	if _, err := d.inode(netip.MustParseAddrPort("127.0.0.1:1"), mixed); err == nil {
+	if _, err := d.inode(unix.IPPROTO_TCP, netip.MustParseAddrPort("127.0.0.1:1"), mixed); err == nil {
 		t.Error("mixed families accepted")
 	}
+}
+
+// TestSockDiagUDP finds connected and unconnected UDP sockets by the
+// addresses of a datagram they sent.
+func TestSockDiagUDP(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		t.Skipf("no sock_diag: %v", err)
+	}
+	d, err := sockDiagOn(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	connected, err := net.DialUDP("udp4", nil, peer.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer connected.Close()
+	unconnected, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unconnected.Close()
+	for name, c := range map[string]*net.UDPConn{"connected": connected, "unconnected": unconnected} {
+		from := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		want := udpInode(t, c)
+		if ino, err := d.inode(unix.IPPROTO_UDP, from, to); err != nil || ino != want {
+			t.Errorf("%s: inode %d, %v; want %d", name, ino, err, want)
+		}
+		if _, err := d.inode(unix.IPPROTO_TCP, from, to); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s as TCP: %v, want ErrNotFound", name, err)
+		}
+	}
+}
+
+func udpInode(t *testing.T, c *net.UDPConn) uint64 {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	return st.Ino
 }
