@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -141,8 +142,8 @@ const bypassLookupTimeout = 250 * time.Millisecond
 
 // startBypass logs the bypass attempts of the inner netns: new TCP
 // connections and UDP datagrams from its NFQUEUE, named by the calling
-// binary while their socket still exists, everything else from its NFLOG
-// group.
+// binary while their socket still exists (pings too), everything else
+// from its NFLOG group.
 // The NFLOG refusal itself is the kernel's, so a monitor that cannot
 // start only costs log lines. Without a queue reader the kernel drops the
 // queued SYNs: direct TCP connections time out instead of being refused
@@ -178,13 +179,18 @@ func (s *Sidecar) startBypass(ctx context.Context) {
 
 // logQueued logs a queued packet with the process that sent it: a TCP
 // SYN's socket is still in SYN_SENT, so sock_diag finds it by the exact
-// tuple; a UDP datagram's socket is found by its local address, if the
-// sender has not closed it yet (a resolver waiting for its answer has
-// not).
+// tuple; a UDP datagram's socket is found by its local address and a
+// ping's by its identifier, if the sender has not closed it yet (a
+// resolver or a ping waiting for its answer has not).
 func (s *Sidecar) logQueued(ev bypass.Event) {
 	lookup := s.ids.Lookup
-	if ev.Protocol == "udp" {
+	switch {
+	case ev.Protocol == "udp":
 		lookup = s.ids.LookupUDP
+	case ev.Echo:
+		lookup = func(ctx context.Context, src, _ netip.AddrPort) (*identity.Process, error) {
+			return s.ids.LookupICMP(ctx, src.Addr(), ev.EchoID)
+		}
 	}
 	var proc *identity.Process
 	if ev.Src.IsValid() && ev.Dst.IsValid() {
@@ -203,8 +209,8 @@ func (s *Sidecar) logQueued(ev bypass.Event) {
 // logBypass writes the decision log record of a refused direct
 // connection, naming proc when it is known. Packets from NFLOG come
 // without one: the kernel refused them before the monitor read them, so
-// their sockets may be gone (TCP connections and UDP datagrams are named
-// by the queue).
+// their sockets may be gone (TCP connections, UDP datagrams and pings are
+// named by the queue).
 func (s *Sidecar) logBypass(ev bypass.Event, proc *identity.Process) {
 	rec := declog.Record{
 		Time:     ev.Time,

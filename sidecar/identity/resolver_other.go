@@ -27,5 +27,10 @@ func (*Resolver) LookupUDP(context.Context, netip.AddrPort, netip.AddrPort) (*Pr
 	return nil, ErrUnsupported
 }
 
+// LookupICMP fails outside Linux.
+func (*Resolver) LookupICMP(context.Context, netip.Addr, uint16) (*Process, error) {
+	return nil, ErrUnsupported
+}
+
 // Close does nothing outside Linux.
 func (*Resolver) Close() error { return nil }
