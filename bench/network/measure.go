@@ -15,6 +15,7 @@ import (
 // results is everything report prints.
 type results struct {
 	direct, proxied        []float64 // bulk MB/s per round
+	busyDirect, busyProxy  []float64 // machine CPU seconds per GiB moved, per round
 	tunMoat, tunSquid      []float64 // tunnels/s per round
 	tunDirect              []float64
 	cpuMoat, cpuSquid      []float64 // proxy CPU time per tunnel (us) per round
@@ -110,6 +111,13 @@ func (b *bench) bulk(e *moatEnv, id string) error {
 		for k := range 2 {
 			var out string
 			var err error
+			// The whole machine's CPU time per GiB: on a machine whose
+			// CPUs the client, the server and the proxy share, it is
+			// what bounds the throughput.
+			busy0, err := machineBusy()
+			if err != nil {
+				return err
+			}
 			if (r+k)%2 == 0 {
 				out, err = b.inOuter("", "bulk", "-target", b.upstream(), "-mib", mib)
 			} else {
@@ -118,14 +126,21 @@ func (b *bench) bulk(e *moatEnv, id string) error {
 			if err != nil {
 				return fmt.Errorf("bulk: %w", err)
 			}
+			busy1, err := machineBusy()
+			if err != nil {
+				return err
+			}
 			var res struct{ Mbps float64 }
 			if err := json.Unmarshal([]byte(out), &res); err != nil || res.Mbps <= 0 {
 				return fmt.Errorf("bulk: client printed %q (%v)", out, err)
 			}
+			perGiB := (busy1 - busy0).Seconds() / (float64(b.o.mib) / 1024)
 			if (r+k)%2 == 0 {
 				b.results.direct = append(b.results.direct, res.Mbps)
+				b.results.busyDirect = append(b.results.busyDirect, perGiB)
 			} else {
 				b.results.proxied = append(b.results.proxied, res.Mbps)
+				b.results.busyProxy = append(b.results.busyProxy, perGiB)
 			}
 		}
 	}

@@ -18,6 +18,9 @@ func (b *bench) report() {
 	row("direct (outer netns)", r.direct, mbps, "")
 	row("through the sandbox's proxy", r.proxied, mbps, "")
 	row("ratio proxy/direct (pairwise)", ratios(r.proxied, r.direct), times, "target >= 0.9")
+	row("machine CPU per GiB, direct", r.busyDirect, secs, "all CPUs, anything but idle")
+	row("machine CPU per GiB, proxied", r.busyProxy, secs, "")
+	row("ratio proxied/direct CPU (pairwise)", ratios(r.busyProxy, r.busyDirect), times, "")
 
 	fmt.Printf("\n2. New tunnels per second: CONNECT + %d-byte fetch, %d concurrent, %v per round\n", 64, o.conc, o.dur)
 	header()
@@ -126,6 +129,7 @@ func mbps(v float64) string   { return fmt.Sprintf("%.0f MB/s", v) }
 func perSec(v float64) string { return fmt.Sprintf("%.0f/s", v) }
 func times(v float64) string  { return fmt.Sprintf("%.2fx", v) }
 func us(v float64) string     { return fmt.Sprintf("%.0f us", v) }
+func secs(v float64) string   { return fmt.Sprintf("%.2f s", v) }
 func fmtMiB(v float64) string {
 	if v == 0 {
 		return "-"
