@@ -61,7 +61,7 @@ func TestNetworkEgress(t *testing.T) {
 
 	t.Run("inner links", func(t *testing.T) { checkInnerLinks(t, n) })
 	t.Run("rules", func(t *testing.T) {
-		checkRuleCounts(t, n.InnerPath, InnerTable, map[string]int{"output": 9, "input": 3})
+		checkRuleCounts(t, n.InnerPath, InnerTable, map[string]int{"output": 13, "input": 3})
 		checkRuleCounts(t, outer, n.Table, map[string]int{"forward": 2, "input": 3})
 	})
 	if v := readSysctlIn(t, n.InnerPath, "net/ipv6/conf/eth0/disable_ipv6"); v != "1" {
@@ -79,19 +79,29 @@ func TestNetworkEgress(t *testing.T) {
 	refusedFast(t, n.InnerPath, net.JoinHostPort(outerAddr, "2222"), unix.ECONNREFUSED)
 	refusedFast(t, n.InnerPath, "[2001:db8::1]:443", unix.ECONNREFUSED)
 	checkUDPRefused(t, n.InnerPath, "192.0.2.1:53")
-	checkICMPRefused(t, n.InnerPath, "192.0.2.1")
+	checkICMPRefused(t, n.InnerPath, "192.0.2.3")
+	// A UDP flood: what exceeds the queue's rate limit is logged and
+	// refused without the detour.
+	udpFlood(t, n.InnerPath, "192.0.2.2:53", 300)
 	queued := queue.queued()
-	for _, dst := range []string{"192.0.2.1:80", net.JoinHostPort(outerAddr, "2222"), "[2001:db8::1]:443"} {
+	for _, dst := range []string{"192.0.2.1:80", net.JoinHostPort(outerAddr, "2222"), "[2001:db8::1]:443", "192.0.2.1:53", "192.0.2.2:53"} {
 		if !queued[netip.MustParseAddrPort(dst)] {
-			t.Errorf("no queued SYN to %s (queued: %v)", dst, queued)
+			t.Errorf("no queued SYN or datagram to %s (queued: %v)", dst, queued)
 		}
 	}
 	if queued[n.Proxy] {
 		t.Errorf("the connection to the proxy was queued: %v", queued)
 	}
+	pinged := false
+	for dst := range queued {
+		pinged = pinged || dst.Addr() == netip.MustParseAddr("192.0.2.3")
+	}
+	if !pinged {
+		t.Errorf("no queued echo request to 192.0.2.3 (queued: %v)", queued)
+	}
 	logged := log.logged(t)
-	if !logged[netip.MustParseAddr("192.0.2.1")] {
-		t.Errorf("no NFLOG message for the refused UDP and ICMP packets to 192.0.2.1 (logged: %v)", logged)
+	if !logged[netip.MustParseAddr("192.0.2.2")] {
+		t.Errorf("no NFLOG message for the UDP flood to 192.0.2.2 past the queue's rate limit (logged: %v)", logged)
 	}
 	for _, dst := range []string{outerAddr, "2001:db8::1"} {
 		if logged[netip.MustParseAddr(dst)] {
@@ -241,6 +251,19 @@ func checkUDPRefused(t *testing.T, path, addr string) {
 	t.Logf("udp to %s: %v", addr, err)
 	if !isRefusal(err) {
 		t.Errorf("udp to %s: %v, want a refusal", addr, err)
+	}
+}
+
+// udpFlood sends n datagrams to addr from the netns at path as fast as it
+// can, ignoring the refusals.
+func udpFlood(t *testing.T, path, addr string, n int) {
+	conn, err := dialFrom(t, path, "udp", addr, time.Second)
+	if err != nil {
+		t.Fatalf("udp socket: %v", err)
+	}
+	defer conn.Close()
+	for range n {
+		_, _ = conn.Write([]byte("flood"))
 	}
 }
 

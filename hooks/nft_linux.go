@@ -5,13 +5,16 @@ package hooks
 // sidecar's proxy: everything else is logged to an NFLOG group the sidecar
 // reads and refused at once (TCP reset, ICMP unreachable), so a program
 // that ignores HTTP_PROXY fails fast instead of timing out. In a sandbox
-// with egress, new TCP connections take a detour first: their SYN goes to
-// an NFQUEUE the sidecar reads while the connecting socket still exists
-// (so it can name the calling binary), and comes back marked with
-// RejectMark, which the chain answers with a TCP reset. The queue has no
-// bypass flag: with no sidecar listening, the kernel drops the SYN, so a
-// dead sidecar leaves direct connections timing out, never getting
-// through (fail closed). The outer netns drops whatever comes out of the
+// with egress, new TCP connections, UDP datagrams and pings take a detour
+// first: a SYN, a datagram or an echo request goes to an NFQUEUE the
+// sidecar reads while the sending socket still exists (so it can name the
+// calling binary), and comes back marked with RejectMark, which the chain
+// answers with a TCP reset or an ICMP error. Datagrams and pings past a
+// rate limit skip the detour (a flood does not queue up in the sidecar):
+// they are logged and refused like any other packet. The queue has no bypass flag: with
+// no sidecar listening, the kernel drops what it gets, so a dead sidecar
+// leaves direct connections timing out, never getting through (fail
+// closed). The outer netns drops whatever comes out of the
 // veth except traffic to the proxy, so even a process that flushes the
 // inner rules gets nowhere.
 
@@ -70,10 +73,14 @@ func addInnerTable(c *nftables.Conn, r innerRules) {
 		rules = append(rules, join(matchIPv4(ipv4DaddrOffset, r.proxy.Addr()), matchTCPDport(r.proxy.Port()), accept()))
 		if r.queue != 0 {
 			rules = append(rules,
-				// A SYN the sidecar has seen comes back with the mark.
+				// What the sidecar has seen comes back with the mark.
 				join(matchL4(unix.IPPROTO_TCP), matchMark(RejectMark), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
-				// No QueueFlagBypass: without a listener the SYN is dropped.
+				join(matchL4(unix.IPPROTO_UDP), matchMark(RejectMark), rejectPortUnreachable()),
+				join(matchL4(unix.IPPROTO_ICMP), matchMark(RejectMark), rejectAdminProhibited()),
+				// No QueueFlagBypass: without a listener the packet is dropped.
 				join(matchL4(unix.IPPROTO_TCP), matchTCPSyn(), matchCtState(expr.CtStateBitNEW), queueTo(r.queue, r.xtQueue)),
+				join(matchL4(unix.IPPROTO_UDP), matchCtState(expr.CtStateBitNEW), queueLimit(), queueTo(r.queue, r.xtQueue)),
+				join(matchL4(unix.IPPROTO_ICMP), matchICMPType(icmpEchoRequest), queueLimit(), queueTo(r.queue, r.xtQueue)),
 			)
 		}
 	}
@@ -82,8 +89,8 @@ func addInnerTable(c *nftables.Conn, r innerRules) {
 		// instead of batching them for up to a second.
 		[]expr.Any{&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_QTHRESHOLD, Group: r.logGroup, QThreshold: 1}},
 		join(matchL4(unix.IPPROTO_TCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
-		join(matchL4(unix.IPPROTO_UDP), &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}),
-		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}},
+		join(matchL4(unix.IPPROTO_UDP), rejectPortUnreachable()),
+		[]expr.Any{rejectAdminProhibited()},
 	)
 	addRules(c, t, out, rules)
 
@@ -163,6 +170,38 @@ func join(parts ...any) []expr.Any {
 		}
 	}
 	return out
+}
+
+// The rate at which UDP datagrams and pings go to the sidecar's queue (per
+// second, with a burst), enough for any resolver's retries or ping.
+const (
+	queueRate  = 50
+	queueBurst = 50
+)
+
+// queueLimit passes packets up to the queue's rate.
+func queueLimit() expr.Any {
+	return &expr.Limit{Type: expr.LimitTypePkts, Rate: queueRate, Unit: expr.LimitTimeSecond, Burst: queueBurst}
+}
+
+func rejectPortUnreachable() expr.Any {
+	return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}
+}
+
+func rejectAdminProhibited() expr.Any {
+	return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}
+}
+
+// icmpEchoRequest is the ICMP type of a ping.
+const icmpEchoRequest = 8
+
+// matchICMPType matches ICMP packets of type typ (the caller matches the
+// protocol).
+func matchICMPType(typ byte) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		eq([]byte{typ}),
+	}
 }
 
 func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }

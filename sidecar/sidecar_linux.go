@@ -81,7 +81,12 @@ func Start(ctx context.Context, cfg *control.Config, logger *slog.Logger) (_ *Si
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	guard := &ssrf.Guard{LocalAddrs: localAddrs}
+	local, err := watchLocalAddrs(logger)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(local.Close)
+	guard := &ssrf.Guard{LocalAddrs: local.Addrs}
 	if s.proxy, err = proxy.New(proxy.Config{
 		Sandbox:  cfg.Sandbox,
 		Decider:  s.engine,
@@ -94,7 +99,13 @@ func Start(ctx context.Context, cfg *control.Config, logger *slog.Logger) (_ *Si
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	s.onClose(s.proxy.Close)
-	l, err := net.Listen("tcp", cfg.Proxy)
+	// No keepalive probes on the proxy's side of a client connection:
+	// its peer is a sandbox process across the veth, whose sockets the
+	// kernel closes when it dies, and the probes' options cost four
+	// system calls per connection. Upstream connections keep Go's
+	// default, for long idle tunnels through NATs.
+	lc := net.ListenConfig{KeepAlive: -1}
+	l, err := lc.Listen(ctx, "tcp", cfg.Proxy)
 	if err != nil {
 		return nil, fmt.Errorf("proxy listener: %w", err)
 	}
@@ -130,8 +141,9 @@ func (s *Sidecar) Close() error {
 const bypassLookupTimeout = 250 * time.Millisecond
 
 // startBypass logs the bypass attempts of the inner netns: new TCP
-// connections from its NFQUEUE, named by the calling binary while their
-// socket still waits for an answer, everything else from its NFLOG group.
+// connections and UDP datagrams from its NFQUEUE, named by the calling
+// binary while their socket still exists (pings too), everything else
+// from its NFLOG group.
 // The NFLOG refusal itself is the kernel's, so a monitor that cannot
 // start only costs log lines. Without a queue reader the kernel drops the
 // queued SYNs: direct TCP connections time out instead of being refused
@@ -154,29 +166,41 @@ func (s *Sidecar) startBypass(ctx context.Context) {
 	}
 	q, err := bypass.OpenQueue(s.cfg.InnerNetNS, s.cfg.NFQueue)
 	if err != nil {
-		s.logger.Warn("bypass queue unavailable; direct TCP connections time out instead of being refused, unlogged", "err", err)
+		s.logger.Warn("bypass queue unavailable; direct TCP connections and UDP datagrams time out instead of being refused, unlogged", "err", err)
 		return
 	}
 	s.onClose(q.Close)
 	go func() {
 		if err := q.Run(ctx, s.logQueued); err != nil && !errors.Is(err, context.Canceled) {
-			s.logger.Error("bypass queue stopped; direct TCP connections now time out instead of being refused", "err", err)
+			s.logger.Error("bypass queue stopped; direct TCP connections and UDP datagrams now time out instead of being refused", "err", err)
 		}
 	}()
 }
 
-// logQueued logs a queued TCP SYN with the process that sent it: its
-// socket is still in SYN_SENT, so sock_diag finds it by the exact tuple.
+// logQueued logs a queued packet with the process that sent it: a TCP
+// SYN's socket is still in SYN_SENT, so sock_diag finds it by the exact
+// tuple; a UDP datagram's socket is found by its local address and a
+// ping's by its identifier, if the sender has not closed it yet (a
+// resolver or a ping waiting for its answer has not).
 func (s *Sidecar) logQueued(ev bypass.Event) {
+	lookup := s.ids.Lookup
+	switch {
+	case ev.Protocol == "udp":
+		lookup = s.ids.LookupUDP
+	case ev.Echo:
+		lookup = func(ctx context.Context, src, _ netip.AddrPort) (*identity.Process, error) {
+			return s.ids.LookupICMP(ctx, src.Addr(), ev.EchoID)
+		}
+	}
 	var proc *identity.Process
 	if ev.Src.IsValid() && ev.Dst.IsValid() {
 		ctx, cancel := context.WithTimeout(context.Background(), bypassLookupTimeout)
-		p, err := s.ids.Lookup(ctx, ev.Src, ev.Dst)
+		p, err := lookup(ctx, ev.Src, ev.Dst)
 		cancel()
 		if err == nil {
 			proc = p
 		} else {
-			s.logger.Debug("bypass: no process for a queued SYN", "src", ev.Src, "dst", ev.Dst, "err", err)
+			s.logger.Debug("bypass: no process for a queued packet", "protocol", ev.Protocol, "src", ev.Src, "dst", ev.Dst, "err", err)
 		}
 	}
 	s.logBypass(ev, proc)
@@ -185,7 +209,8 @@ func (s *Sidecar) logQueued(ev bypass.Event) {
 // logBypass writes the decision log record of a refused direct
 // connection, naming proc when it is known. Packets from NFLOG come
 // without one: the kernel refused them before the monitor read them, so
-// their sockets may be gone (TCP connections are named by the queue).
+// their sockets may be gone (TCP connections, UDP datagrams and pings are
+// named by the queue).
 func (s *Sidecar) logBypass(ev bypass.Event, proc *identity.Process) {
 	rec := declog.Record{
 		Time:     ev.Time,
@@ -216,20 +241,4 @@ func bypassReason(ev bypass.Event) string {
 		return base + "; make the program honour HTTP_PROXY/HTTPS_PROXY (Node.js: NODE_USE_ENV_PROXY=1)"
 	}
 	return base
-}
-
-// localAddrs are the addresses of the sidecar's network namespace, which
-// the SSRF guard always refuses.
-func localAddrs() []netip.Addr {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr())
-		}
-	}
-	return out
 }

@@ -175,9 +175,11 @@ func (b *bench) run() error {
 	if err := b.latency(small, id); err != nil {
 		return err
 	}
-	if b.results.rssSmall.end, b.results.rssSmall.peak, err = sidecarRSS(small); err != nil {
+	end, err := sidecarRSS(small)
+	if err != nil {
 		return err
 	}
+	b.results.rssSmall.end, b.results.rssSmall.peak = end.rss, end.hwm
 	if err := small.deleteAll(); err != nil {
 		return err
 	}

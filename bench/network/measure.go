@@ -15,6 +15,7 @@ import (
 // results is everything report prints.
 type results struct {
 	direct, proxied        []float64 // bulk MB/s per round
+	busyDirect, busyProxy  []float64 // machine CPU seconds per GiB moved, per round
 	tunMoat, tunSquid      []float64 // tunnels/s per round
 	tunDirect              []float64
 	cpuMoat, cpuSquid      []float64 // proxy CPU time per tunnel (us) per round
@@ -36,9 +37,11 @@ type tunnelStats struct {
 	Total      []float64 `json:"total_us"`
 }
 
-// rssReadings is the sidecar's VmRSS at three points and its VmHWM.
+// rssReadings is the sidecar's VmRSS at three points, its VmHWM, and
+// its RssAnon and RssFile after the decisions.
 type rssReadings struct {
 	ready, decided, end, peak float64
+	anon, file                float64
 }
 
 // lookupRun is one BenchmarkLookup200 result.
@@ -63,9 +66,14 @@ func (b *bench) upstream() string { return fmt.Sprintf("%s:%d", b.tb.upIP, upPor
 func (b *bench) measureRSS(e *moatEnv, id string) (rssReadings, error) {
 	var r rssReadings
 	var err error
-	if r.ready, _, err = sidecarRSS(e); err != nil {
+	// The sidecar hands its start's memory back just after it reports
+	// ready.
+	time.Sleep(300 * time.Millisecond)
+	ready, err := sidecarRSS(e)
+	if err != nil {
 		return r, err
 	}
+	r.ready = ready.rss
 	n := strconv.Itoa(b.o.decisions)
 	for _, args := range [][]string{
 		{"tunnels", "-target", b.upstream(), "-c", "4", "-n", n},
@@ -80,15 +88,16 @@ func (b *bench) measureRSS(e *moatEnv, id string) (rssReadings, error) {
 			return r, fmt.Errorf("decisions: %s (%v)\nthe sidecar's last denials:\n%s", strings.TrimSpace(out), err, e.denials(id))
 		}
 	}
-	r.decided, r.peak, err = sidecarRSS(e)
+	m, err := sidecarRSS(e)
+	r.decided, r.peak, r.anon, r.file = m.rss, m.hwm, m.anon, m.file
 	return r, err
 }
 
-// sidecarRSS reads the env's sidecar's VmRSS and VmHWM (MiB).
-func sidecarRSS(e *moatEnv) (float64, float64, error) {
+// sidecarRSS reads the memory status of the env's sidecar.
+func sidecarRSS(e *moatEnv) (memStatus, error) {
 	pid, err := e.sidecarPid()
 	if err != nil {
-		return 0, 0, err
+		return memStatus{}, err
 	}
 	return rss(pid)
 }
@@ -102,6 +111,13 @@ func (b *bench) bulk(e *moatEnv, id string) error {
 		for k := range 2 {
 			var out string
 			var err error
+			// The whole machine's CPU time per GiB: on a machine whose
+			// CPUs the client, the server and the proxy share, it is
+			// what bounds the throughput.
+			busy0, err := machineBusy()
+			if err != nil {
+				return err
+			}
 			if (r+k)%2 == 0 {
 				out, err = b.inOuter("", "bulk", "-target", b.upstream(), "-mib", mib)
 			} else {
@@ -110,14 +126,21 @@ func (b *bench) bulk(e *moatEnv, id string) error {
 			if err != nil {
 				return fmt.Errorf("bulk: %w", err)
 			}
+			busy1, err := machineBusy()
+			if err != nil {
+				return err
+			}
 			var res struct{ Mbps float64 }
 			if err := json.Unmarshal([]byte(out), &res); err != nil || res.Mbps <= 0 {
 				return fmt.Errorf("bulk: client printed %q (%v)", out, err)
 			}
+			perGiB := (busy1 - busy0).Seconds() / (float64(b.o.mib) / 1024)
 			if (r+k)%2 == 0 {
 				b.results.direct = append(b.results.direct, res.Mbps)
+				b.results.busyDirect = append(b.results.busyDirect, perGiB)
 			} else {
 				b.results.proxied = append(b.results.proxied, res.Mbps)
+				b.results.busyProxy = append(b.results.busyProxy, perGiB)
 			}
 		}
 	}

@@ -18,6 +18,9 @@ func (b *bench) report() {
 	row("direct (outer netns)", r.direct, mbps, "")
 	row("through the sandbox's proxy", r.proxied, mbps, "")
 	row("ratio proxy/direct (pairwise)", ratios(r.proxied, r.direct), times, "target >= 0.9")
+	row("machine CPU per GiB, direct", r.busyDirect, secs, "all CPUs, anything but idle")
+	row("machine CPU per GiB, proxied", r.busyProxy, secs, "")
+	row("ratio proxied/direct CPU (pairwise)", ratios(r.busyProxy, r.busyDirect), times, "")
 
 	fmt.Printf("\n2. New tunnels per second: CONNECT + %d-byte fetch, %d concurrent, %v per round\n", 64, o.conc, o.dur)
 	header()
@@ -76,9 +79,10 @@ func (b *bench) report() {
 	}
 
 	fmt.Printf("\n4. Sidecar memory (MiB)\n")
-	fmt.Printf("%-36s %10s %14s %12s %12s\n", "policy", "VmRSS ready", "after decisions", "after tests", "VmHWM")
+	fmt.Printf("%-30s %11s %15s %11s %6s %18s\n", "policy", "VmRSS ready", "after decisions", "after tests", "VmHWM", "anon/file decided")
 	rssRow := func(name string, x rssReadings) {
-		fmt.Printf("%-36s %10.1f %14.1f %12s %12.1f\n", name, x.ready, x.decided, fmtMiB(x.end), x.peak)
+		fmt.Printf("%-30s %11.1f %15.1f %11s %6.1f %18s\n", name, x.ready, x.decided, fmtMiB(x.end), x.peak,
+			fmt.Sprintf("%.1f/%.1f", x.anon, x.file))
 	}
 	rssRow("1 endpoint", r.rssSmall)
 	rssRow("10,000 endpoints (100 x 100)", r.rssBig)
@@ -125,6 +129,7 @@ func mbps(v float64) string   { return fmt.Sprintf("%.0f MB/s", v) }
 func perSec(v float64) string { return fmt.Sprintf("%.0f/s", v) }
 func times(v float64) string  { return fmt.Sprintf("%.2fx", v) }
 func us(v float64) string     { return fmt.Sprintf("%.0f us", v) }
+func secs(v float64) string   { return fmt.Sprintf("%.2f s", v) }
 func fmtMiB(v float64) string {
 	if v == 0 {
 		return "-"

@@ -112,11 +112,17 @@ func (e *moatEnv) sidecarPid() (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(data)))
 }
 
-// rss is VmRSS and VmHWM of pid in MiB.
-func rss(pid int) (cur, peak float64, err error) {
+// memStatus is what /proc/PID/status says of a process's memory, in MiB.
+type memStatus struct {
+	rss, hwm, anon, file float64 // VmRSS, VmHWM, RssAnon, RssFile
+}
+
+// rss reads pid's memStatus.
+func rss(pid int) (memStatus, error) {
+	var m memStatus
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("sidecar status: %w", err)
+		return m, fmt.Errorf("sidecar status: %w", err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
@@ -126,12 +132,16 @@ func rss(pid int) (cur, peak float64, err error) {
 		kb, _ := strconv.ParseFloat(f[1], 64)
 		switch f[0] {
 		case "VmRSS:":
-			cur = kb / 1024
+			m.rss = kb / 1024
 		case "VmHWM:":
-			peak = kb / 1024
+			m.hwm = kb / 1024
+		case "RssAnon:":
+			m.anon = kb / 1024
+		case "RssFile:":
+			m.file = kb / 1024
 		}
 	}
-	return cur, peak, nil
+	return m, nil
 }
 
 // cpuTime is the user plus system CPU time pid has used so far.
@@ -153,6 +163,32 @@ func cpuTime(pid int) (time.Duration, error) {
 	}
 	// USER_HZ is 100 on every Linux architecture moat runs on.
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// machineBusy is the CPU time all CPUs have spent on anything but idling
+// so far (/proc/stat: user, nice, system, irq, softirq and steal).
+func machineBusy() (time.Duration, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("machine cpu time: %w", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("machine cpu time: unexpected /proc/stat line %q", line)
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("machine cpu time: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil // USER_HZ 100
 }
 
 // makeBundle writes a busybox bundle running `sleep` whose spec joins the

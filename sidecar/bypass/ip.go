@@ -57,6 +57,7 @@ func parseIPv4(p []byte, ev *Event) error {
 	firstFragment := be.Uint16(p[6:8])&0x1fff == 0
 	if firstFragment && ihl <= len(p) {
 		sport, dport = ports(proto, p[ihl:])
+		ev.EchoID, ev.Echo = echoRequest(proto, p[ihl:])
 	}
 	fill(ev, proto, src, dst, sport, dport)
 	return nil
@@ -110,6 +111,7 @@ walk:
 	var sport, dport uint16
 	if complete {
 		sport, dport = ports(next, rest)
+		ev.EchoID, ev.Echo = echoRequest(next, rest)
 	}
 	fill(ev, next, src, dst, sport, dport)
 	return nil
@@ -125,6 +127,14 @@ func ports(proto uint8, l4 []byte) (src, dst uint16) {
 		}
 	}
 	return 0, 0
+}
+
+// echoRequest reads the identifier of an ICMP or ICMPv6 echo request.
+func echoRequest(proto uint8, l4 []byte) (id uint16, ok bool) {
+	if len(l4) < 8 || !(proto == protoICMP && l4[0] == 8 || proto == protoICMPv6 && l4[0] == 128) {
+		return 0, false
+	}
+	return be.Uint16(l4[4:]), true
 }
 
 func fill(ev *Event, proto uint8, src, dst netip.Addr, sport, dport uint16) {

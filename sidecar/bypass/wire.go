@@ -30,6 +30,11 @@ type Event struct {
 	UID, GID int
 	// Prefix is the log prefix of the rule that logged the packet, if any.
 	Prefix string
+	// Echo is set for an ICMP or ICMPv6 echo request (a ping), and EchoID
+	// is its identifier: a ping socket's "port", by which its sender can
+	// be found.
+	Echo   bool
+	EchoID uint16
 }
 
 // Netlink framing (include/uapi/linux/netlink.h). Netlink headers and

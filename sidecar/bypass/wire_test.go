@@ -194,6 +194,30 @@ func TestParseIP(t *testing.T) {
 	}
 }
 
+func TestParseEcho(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		echo bool
+		id   uint16
+	}{
+		{"v4 echo request", ipv4Packet(protoICMP, "10.0.0.2", "1.1.1.1", 0, 0, []byte{8, 0, 0, 0, 0x12, 0x34, 0, 1}), true, 0x1234},
+		{"v4 echo reply", ipv4Packet(protoICMP, "10.0.0.2", "1.1.1.1", 0, 0, []byte{0, 0, 0, 0, 0x12, 0x34, 0, 1}), false, 0},
+		{"v4 truncated echo", ipv4Packet(protoICMP, "10.0.0.2", "1.1.1.1", 0, 0, []byte{8, 0, 0, 0, 0x12}), false, 0},
+		{"v6 echo request", ipv6Packet(protoICMPv6, "fd00::2", "2001:db8::1", []byte{128, 0, 0, 0, 0, 7, 0, 1}), true, 7},
+		{"v6 router solicitation", ipv6Packet(protoICMPv6, "fd00::2", "ff02::2", []byte{133, 0, 0, 0, 0, 7, 0, 0}), false, 0},
+		{"udp", ipv4Packet(protoUDP, "10.0.0.2", "1.1.1.1", 0, 0, udpHeader(8, 53)), false, 0},
+	} {
+		var ev Event
+		if err := parseIP(tc.pkt, &ev); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if ev.Echo != tc.echo || ev.EchoID != tc.id {
+			t.Errorf("%s: echo %v id %d, want %v %d", tc.name, ev.Echo, ev.EchoID, tc.echo, tc.id)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	v4 := ipv4Packet(protoTCP, "10.0.0.2", "1.1.1.1", 0, 0, tcpHeader(1, 2))
 	badIHL := bytes.Clone(v4)

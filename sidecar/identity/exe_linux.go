@@ -39,10 +39,19 @@ type link struct {
 	pid      int
 	path     string
 	key      exeKey
-	exe      int
+	exe      int    // -1 for a link known from an earlier read (sum set)
+	sum      string // the hash, when already known
 	mntNS    uint64
 	cmdline  []string
 	ancestor bool
+}
+
+// close releases the executable the link holds open, if any.
+func (l *link) close() {
+	if l.exe >= 0 {
+		unix.Close(l.exe)
+		l.exe = -1
+	}
 }
 
 // parent reads p's parent pid from its stat file, kept open. An error
@@ -54,7 +63,7 @@ func (t *procTable) parent(p *proc) (int, error) {
 			t.drop(p)
 			return 0, fmt.Errorf("open stat of pid %d: %w", p.pid, err)
 		}
-		p.statFd, p.mntNS, p.cmdline = fd, 0, nil // the cache starts with the fd
+		p.statFd, p.mntNS, p.cmdline, p.exePath = fd, 0, nil, "" // the cache starts with the fd
 	}
 	n, err := unix.Pread(p.statFd, t.statBuf, 0)
 	if err != nil {
@@ -139,9 +148,37 @@ func (t *procTable) readLink(p *proc, ancestor bool) (*link, error) {
 		}
 		p.cmdline, p.cmdKey = absoluteArgs(b), l.key
 	}
-	l.cmdline = p.cmdline
+	l.cmdline, p.exePath = p.cmdline, path
 	ok = true
 	return l, nil
+}
+
+// knownLink returns p's link without opening its executable: when the
+// file /proc/PID/exe leads to is the one the last full read of p found
+// (same device, inode, size, mtime and ctime) and its hash is known, the
+// path, mount namespace and cmdline read then still hold. An exec of
+// another file changes the identity. (An exec of the same file under
+// another name, a hard link, keeps the earlier path: the content, which
+// is what a path stands for in a policy, is the same.) It returns nil
+// when p must be read in full, which also reports any error.
+func (t *procTable) knownLink(p *proc, ancestor bool, trust *trustStore) *link {
+	if p.exePath == "" || p.mntNS == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Stat(t.root+"/"+strconv.Itoa(p.pid)+"/exe", &st) != nil || st.Nlink == 0 {
+		return nil
+	}
+	key := exeKey{uint64(st.Dev), st.Ino, st.Size, st.Mtim, st.Ctim}
+	if key != p.cmdKey {
+		return nil
+	}
+	sum, ok := trust.known(key)
+	if !ok {
+		return nil
+	}
+	return &link{pid: p.pid, path: p.exePath, key: key, exe: -1, sum: sum,
+		mntNS: p.mntNS, cmdline: p.cmdline, ancestor: ancestor}
 }
 
 // absoluteArgs returns the argv entries that are absolute paths; never
@@ -184,6 +221,14 @@ func newTrustStore() *trustStore {
 		inflight: map[exeKey]*hashCall{},
 		first:    map[trustKey]string{},
 	}
+}
+
+// known returns the hash of a file version hashed before.
+func (s *trustStore) known(key exeKey) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sum, ok := s.hashes[key]
+	return sum, ok
 }
 
 // hash returns the hex SHA-256 of the file open at fd. A file is hashed

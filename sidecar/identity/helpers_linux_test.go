@@ -28,6 +28,7 @@ import (
 const (
 	helperEnv  = "MOAT_IDENTITY_TEST_HELPER"
 	helperAddr = "MOAT_IDENTITY_TEST_ADDR"
+	helperNext = "MOAT_IDENTITY_TEST_NEXT"
 )
 
 func TestMain(m *testing.M) {
@@ -57,6 +58,46 @@ func TestMain(m *testing.M) {
 			}
 			fmt.Println("ok")
 		}
+	case "connect-exec": // connect once, say so, then at a line on stdin exec $helperNext in connect mode
+		c, err := net.Dial("tcp", os.Getenv(helperAddr))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("pid %d\n", os.Getpid())
+		bufio.NewReader(os.Stdin).ReadString('\n') //nolint:errcheck
+		c.Close()
+		next := os.Getenv(helperNext)
+		err = syscall.Exec(next, []string{next}, append(os.Environ(), helperEnv+"=connect"))
+		fmt.Fprintln(os.Stderr, "exec:", err)
+		os.Exit(1)
+	case "ping", "raw": // send an ICMP echo to the listener's host from a ping (or raw) socket, print its id, hold until stdin closes
+		typ := unix.SOCK_DGRAM
+		if os.Getenv(helperEnv) == "raw" {
+			typ = unix.SOCK_RAW
+		}
+		fd, err := unix.Socket(unix.AF_INET, typ, unix.IPPROTO_ICMP)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "icmp socket:", err)
+			os.Exit(1)
+		}
+		host := netip.MustParseAddrPort(os.Getenv(helperAddr)).Addr().As4()
+		echo := []byte{8, 0, 0, 0, 0x4d, 0x54, 0, 1} // id 0x4d54, for the raw socket
+		if err := unix.Sendto(fd, echo, 0, &unix.SockaddrInet4{Addr: host}); err != nil {
+			fmt.Fprintln(os.Stderr, "send echo:", err)
+			os.Exit(1)
+		}
+		id := 0x4d54
+		if typ == unix.SOCK_DGRAM { // the kernel set the id: the socket's port
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "getsockname:", err)
+				os.Exit(1)
+			}
+			id = sa.(*unix.SockaddrInet4).Port
+		}
+		fmt.Printf("pid %d id %d\n", os.Getpid(), id)
+		io.Copy(io.Discard, os.Stdin) //nolint:errcheck
 	case "hold": // hold inherited fds until stdin closes
 		fmt.Printf("pid %d\n", os.Getpid())
 		io.Copy(io.Discard, os.Stdin) //nolint:errcheck
@@ -74,7 +115,8 @@ func needRoot(t testing.TB) {
 // sandboxNet is a pinned netns (the "inner netns") with a veth pair to the
 // test's own netns, where a TCP listener stands in for the proxy.
 type sandboxNet struct {
-	path  string // the bind-mounted nsfs file
+	path  string     // the bind-mounted nsfs file
+	inner netip.Addr // the inner end's address
 	ln    net.Listener
 	conns chan net.Conn
 }
@@ -167,6 +209,7 @@ func newSandboxNet(t testing.TB) *sandboxNet {
 	defer outer.Close()
 	up(outer, outerName, outerIP.String()+"/30")
 	up(inner, innerName, innerIP.String()+"/30")
+	s.inner = innerIP
 	up(inner, "lo", "")
 
 	s.ln, err = net.Listen("tcp", netip.AddrPortFrom(outerIP, 0).String())

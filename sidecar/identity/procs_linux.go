@@ -72,6 +72,7 @@ type proc struct {
 	mntNS   uint64
 	cmdKey  exeKey // the executable the cmdline below was read for
 	cmdline []string
+	exePath string // the path the last full read found for cmdKey; "" none
 }
 
 type fdSock struct {

@@ -13,7 +13,7 @@ type Config struct {
 
 // Errors a Lookup wraps; each one denies the connection.
 var (
-	// ErrNotFound: no TCP socket in the inner netns has the connection's
+	// ErrNotFound: no socket in the inner netns has the connection's
 	// addresses (the client is gone, or did not connect from the sandbox).
 	ErrNotFound = errors.New("connection not found in the sandbox network namespace")
 	// ErrNoOwner: the socket exists but no sandbox process holds it.

@@ -25,12 +25,13 @@ type Resolver struct {
 	// mu serializes lookups over the fields below it.
 	mu     sync.Mutex
 	diag   *sockDiag
+	icmp   *icmpSockets
 	procs  *procTable
 	closed bool
 }
 
 // New opens the sandbox's inner netns, creates the sock_diag socket inside
-// it and keeps it for every lookup.
+// it, opens its tables of ICMP sockets, and keeps them for every lookup.
 func New(cfg Config) (*Resolver, error) {
 	root := cfg.ProcRoot
 	if root == "" {
@@ -56,6 +57,7 @@ func New(cfg Config) (*Resolver, error) {
 		trust:    newTrustStore(),
 		initPath: initPath,
 		diag:     diag,
+		icmp:     newICMPSockets(nsFd, root),
 		procs:    newProcTable(root, uint64(st.Dev), st.Ino),
 	}, nil
 }
@@ -69,6 +71,7 @@ func (r *Resolver) Close() error {
 	}
 	r.closed = true
 	r.procs.close()
+	r.icmp.close()
 	if err := r.diag.close(); err != nil {
 		return fmt.Errorf("close sock_diag socket: %w", err)
 	}
@@ -84,13 +87,45 @@ func (r *Resolver) Close() error {
 // executable's content changed since its path was first seen (returned
 // as *IntegrityError).
 func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*Process, error) {
+	return r.lookup(ctx, unix.IPPROTO_TCP, client, server)
+}
+
+// LookupUDP is Lookup for the UDP socket that sent a datagram from client
+// to server (connected or not), as seen in the inner netns: the bypass
+// queue names the sender of a direct UDP datagram with it.
+func (r *Resolver) LookupUDP(ctx context.Context, client, server netip.AddrPort) (*Process, error) {
+	return r.lookup(ctx, unix.IPPROTO_UDP, client, server)
+}
+
+// LookupICMP is Lookup for the socket that sent an ICMP echo request
+// with identifier id from src, as seen in the inner netns: a ping socket
+// bound to that identifier, else the one raw ICMP socket there (with
+// several, the sender is ambiguous). The bypass queue names the sender of
+// a direct ping with it.
+func (r *Resolver) LookupICMP(ctx context.Context, src netip.Addr, id uint16) (*Process, error) {
+	return r.lookupWith(ctx, func() (uint64, fmt.Stringer, error) {
+		ino, err := r.icmp.inode(src, id)
+		return ino, echoDesc{src, id}, err
+	})
+}
+
+func (r *Resolver) lookup(ctx context.Context, proto uint8, client, server netip.AddrPort) (*Process, error) {
+	return r.lookupWith(ctx, func() (uint64, fmt.Stringer, error) {
+		ino, err := r.diag.inode(proto, client, server)
+		return ino, tupleDesc{client, server}, err
+	})
+}
+
+// lookupWith is Lookup for the socket whose inode find returns, under
+// the resolver's lock, with what to call it in errors.
+func (r *Resolver) lookupWith(ctx context.Context, find func() (uint64, fmt.Stringer, error)) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	links, err := r.resolve(client, server)
+	links, err := r.resolve(find)
 	defer func() {
 		for _, l := range links {
-			unix.Close(l.exe)
+			l.close()
 		}
 	}()
 	if err != nil {
@@ -98,9 +133,11 @@ func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*
 	}
 	p := &Process{PID: links[0].pid}
 	for i, l := range links {
-		sum, err := r.trust.hash(ctx, l.exe, l.key)
-		if err != nil {
-			return nil, fmt.Errorf("hash executable %s of pid %d: %w", l.path, l.pid, err)
+		sum := l.sum
+		if sum == "" {
+			if sum, err = r.trust.hash(ctx, l.exe, l.key); err != nil {
+				return nil, fmt.Errorf("hash executable %s of pid %d: %w", l.path, l.pid, err)
+			}
 		}
 		if err := r.trust.check(l, sum); err != nil {
 			return nil, err
@@ -124,20 +161,20 @@ func (r *Resolver) Lookup(ctx context.Context, client, server netip.AddrPort) (*
 // resolve finds the socket, its holder and the holder's chain of
 // ancestors in the netns, under the lock. The links it returns (also with
 // an error) hold open executables.
-func (r *Resolver) resolve(client, server netip.AddrPort) ([]*link, error) {
+func (r *Resolver) resolve(find func() (uint64, fmt.Stringer, error)) ([]*link, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, ErrClosed
 	}
-	inode, err := r.diag.inode(client, server)
+	inode, desc, err := find()
 	if err != nil {
 		return nil, err
 	}
 	t := r.procs
 	pids, inherited := t.holders(inode)
 	if len(pids) == 0 {
-		return nil, fmt.Errorf("%w: socket inode %d (%v -> %v)", ErrNoOwner, inode, client, server)
+		return nil, fmt.Errorf("%w: socket inode %d (%v)", ErrNoOwner, inode, desc)
 	}
 	if len(pids) > 1 {
 		return nil, ambiguous(inode, pids)
@@ -154,12 +191,25 @@ func (r *Resolver) resolve(client, server netip.AddrPort) ([]*link, error) {
 		case len(pids) > 1:
 			return links, ambiguous(inode, pids)
 		case len(pids) == 0 || pids[0] != links[0].pid:
-			return links, fmt.Errorf("%w: socket inode %d (%v -> %v) was closed", ErrNoOwner, inode, client, server)
+			return links, fmt.Errorf("%w: socket inode %d (%v) was closed", ErrNoOwner, inode, desc)
 		}
 	}
 	t.markOwner(links[0].pid)
 	return links, nil
 }
+
+// tupleDesc and echoDesc name a looked-up socket in errors (formatted
+// only then).
+type tupleDesc struct{ client, server netip.AddrPort }
+
+func (d tupleDesc) String() string { return d.client.String() + " -> " + d.server.String() }
+
+type echoDesc struct {
+	src netip.Addr
+	id  uint16
+}
+
+func (d echoDesc) String() string { return fmt.Sprintf("ICMP echo from %v, id %d", d.src, d.id) }
 
 func ambiguous(inode uint64, pids []int) error {
 	return fmt.Errorf("%w: socket inode %d is held by pids %v", ErrAmbiguousOwner, inode, pids)
@@ -194,12 +244,14 @@ func (r *Resolver) walk(leaf int, inherited bool) ([]*link, error) {
 			}
 			break // the parent just exited
 		}
-		l, err := t.readLink(p, depth > 0)
-		if err != nil {
-			return links, err
+		l := t.knownLink(p, depth > 0, r.trust)
+		if l == nil {
+			if l, err = t.readLink(p, depth > 0); err != nil {
+				return links, err
+			}
 		}
 		if depth > 0 && l.path == r.initPath {
-			unix.Close(l.exe)
+			l.close()
 		} else {
 			links = append(links, l)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -161,6 +162,48 @@ func TestIntegrity(t *testing.T) {
 	}
 }
 
+// TestExecSeen checks that a process looked up before and then exec'ing
+// another program is seen as that program: what the resolver remembers
+// of a process holds only while it runs the same executable file.
+func TestExecSeen(t *testing.T) {
+	s := newSandboxNet(t)
+	r := newResolver(t, s)
+	dir := t.TempDir()
+	// Two copies with the same content: only the file differs.
+	first, second := helperCopy(t, dir, "first"), helperCopy(t, dir, "second")
+	c := s.start(t, "connect-exec", nil, "env", helperNext+"="+second, first)
+	pid := c.pid(t)
+	check := func(what string, client, server netip.AddrPort, want string) {
+		t.Helper()
+		p, err := lookup(t, r, client, server)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if p.PID != pid || p.Exe.Path != want {
+			t.Errorf("%s: pid %d %s, want pid %d %s", what, p.PID, p.Exe.Path, pid, want)
+		}
+	}
+	client, server := s.accept(t)
+	check("first lookup", client, server, first)
+	check("second lookup, remembered", client, server, first)
+	// Another process runs second, so its hash is known when the
+	// first one switches to it.
+	other := s.start(t, "connect", nil, second)
+	other.pid(t)
+	oClient, oServer := s.accept(t)
+	if p, err := lookup(t, r, oClient, oServer); err != nil || p.Exe.Path != second {
+		t.Fatalf("other process: %+v, %v", p, err)
+	}
+	if _, err := c.stdin.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.pid(t); got != pid {
+		t.Fatalf("after exec: pid %d, want %d", got, pid)
+	}
+	client, server = s.accept(t)
+	check("after exec", client, server, second)
+}
+
 func TestDeletedExe(t *testing.T) {
 	s := newSandboxNet(t)
 	r := newResolver(t, s)
@@ -302,5 +345,47 @@ func TestConcurrentLookupsAndClose(t *testing.T) {
 	}
 	if _, err := lookup(t, r, conns[0].client, conns[0].server); !errors.Is(err, ErrClosed) {
 		t.Errorf("lookup after Close: %v", err)
+	}
+}
+
+// TestLookupICMP names the sender of an ICMP echo request: a ping socket
+// by its identifier, and a raw ICMP socket when it is the only one.
+func TestLookupICMP(t *testing.T) {
+	s := newSandboxNet(t)
+	r := newResolver(t, s)
+	ns, err := unix.Open(s.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ns)
+	// Ping sockets for everyone in the inner netns, as Docker sets it.
+	if _, err := inNetns(ns, "/proc", func() (int, error) {
+		return -1, os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, mode := range []string{"ping", "raw"} {
+		t.Run(mode, func(t *testing.T) {
+			prog := helperCopy(t, dir, mode)
+			c := s.start(t, mode, nil, prog)
+			var pid, id int
+			if _, err := fmt.Sscanf(c.line(t), "pid %d id %d", &pid, &id); err != nil {
+				t.Fatal(err)
+			}
+			p, err := r.LookupICMP(context.Background(), s.inner, uint16(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.PID != pid || p.Exe.Path != prog {
+				t.Errorf("sender: pid %d %s, want pid %d %s", p.PID, p.Exe.Path, pid, prog)
+			}
+			if mode == "ping" {
+				if _, err := r.LookupICMP(context.Background(), s.inner, uint16(id+1)); !errors.Is(err, ErrNotFound) {
+					t.Errorf("another id: %v, want ErrNotFound", err)
+				}
+			}
+			c.finish(t)
+		})
 	}
 }

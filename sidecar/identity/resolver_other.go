@@ -22,5 +22,15 @@ func (*Resolver) Lookup(context.Context, netip.AddrPort, netip.AddrPort) (*Proce
 	return nil, ErrUnsupported
 }
 
+// LookupUDP fails outside Linux.
+func (*Resolver) LookupUDP(context.Context, netip.AddrPort, netip.AddrPort) (*Process, error) {
+	return nil, ErrUnsupported
+}
+
+// LookupICMP fails outside Linux.
+func (*Resolver) LookupICMP(context.Context, netip.Addr, uint16) (*Process, error) {
+	return nil, ErrUnsupported
+}
+
 // Close does nothing outside Linux.
 func (*Resolver) Close() error { return nil }

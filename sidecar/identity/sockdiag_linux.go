@@ -108,9 +108,12 @@ func (d *sockDiag) close() error {
 	return err
 }
 
-// inode returns the inode of the TCP socket whose local address is client
-// and whose peer is server, as seen inside the inner netns.
-func (d *sockDiag) inode(client, server netip.AddrPort) (uint64, error) {
+// inode returns the inode of the socket of protocol proto (IPPROTO_TCP or
+// IPPROTO_UDP) whose local address is client and whose peer is server, as
+// seen inside the inner netns. A UDP socket matches by its local address
+// alone when it is not connected: the kernel looks it up as it would for
+// a datagram from server to client.
+func (d *sockDiag) inode(proto uint8, client, server netip.AddrPort) (uint64, error) {
 	c, s := client.Addr().Unmap(), server.Addr().Unmap()
 	if !c.IsValid() || !s.IsValid() || c.Is4() != s.Is4() {
 		return 0, fmt.Errorf("look up socket %v -> %v: addresses of different families", client, server)
@@ -129,13 +132,19 @@ func (d *sockDiag) inode(client, server netip.AddrPort) (uint64, error) {
 	if c.Is6() {
 		p[0] = unix.AF_INET6
 	}
-	p[1] = unix.IPPROTO_TCP
+	p[1] = proto
 	ne.PutUint32(p[4:], ^uint32(0)) // every state
 	id := p[8:]                     // struct inet_diag_sockid
-	binary.BigEndian.PutUint16(id[0:], client.Port())
-	binary.BigEndian.PutUint16(id[2:], server.Port())
-	copy(id[4:20], c.AsSlice())
-	copy(id[20:36], s.AsSlice())
+	local, peer := client, server
+	if proto == unix.IPPROTO_UDP {
+		// The kernel looks a UDP socket up as the receiver of a datagram
+		// from the sockid's source to its destination: swapped.
+		local, peer = server, client
+	}
+	binary.BigEndian.PutUint16(id[0:], local.Port())
+	binary.BigEndian.PutUint16(id[2:], peer.Port())
+	copy(id[4:20], local.Addr().Unmap().AsSlice())
+	copy(id[20:36], peer.Addr().Unmap().AsSlice())
 	ne.PutUint32(id[40:], ^uint32(0)) // INET_DIAG_NOCOOKIE
 	ne.PutUint32(id[44:], ^uint32(0))
 
@@ -153,7 +162,7 @@ func (d *sockDiag) inode(client, server netip.AddrPort) (uint64, error) {
 		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
 			continue // only the kernel answers
 		}
-		ino, done, err := d.parse(d.buf[:n], client, server)
+		ino, done, err := d.parse(d.buf[:n], proto, client, server)
 		if done {
 			return ino, err
 		}
@@ -162,7 +171,7 @@ func (d *sockDiag) inode(client, server netip.AddrPort) (uint64, error) {
 
 // parse looks for the answer to the current query among the messages of
 // one datagram; done is false when none of them is.
-func (d *sockDiag) parse(b []byte, client, server netip.AddrPort) (ino uint64, done bool, err error) {
+func (d *sockDiag) parse(b []byte, proto uint8, client, server netip.AddrPort) (ino uint64, done bool, err error) {
 	ne := binary.NativeEndian
 	for len(b) >= nlmsgHdrLen {
 		l := int(ne.Uint32(b[0:]))
@@ -197,7 +206,9 @@ func (d *sockDiag) parse(b []byte, client, server netip.AddrPort) (ino uint64, d
 			if len(msg) < inetDiagMsgLen {
 				return 0, true, errors.New("short sock_diag answer")
 			}
-			if binary.BigEndian.Uint16(msg[4:]) != client.Port() || binary.BigEndian.Uint16(msg[6:]) != server.Port() {
+			// An unconnected UDP socket has no peer port.
+			peer := binary.BigEndian.Uint16(msg[6:])
+			if binary.BigEndian.Uint16(msg[4:]) != client.Port() || peer != server.Port() && !(proto == unix.IPPROTO_UDP && peer == 0) {
 				return 0, true, errors.New("sock_diag answered for another socket")
 			}
 			ino := uint64(ne.Uint32(msg[68:]))

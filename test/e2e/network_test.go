@@ -59,6 +59,12 @@ func netBundle(t *testing.T, b *testbed, args ...string) string {
 			spec.Linux.Namespaces[i].Path = b.outer
 		}
 	}
+	// Ping sockets for everyone, as Docker sets it (moat applies it to
+	// the agent's netns too).
+	if spec.Linux.Sysctl == nil {
+		spec.Linux.Sysctl = map[string]string{}
+	}
+	spec.Linux.Sysctl["net.ipv4.ping_group_range"] = "0 2147483647"
 	if err := fixtures.WriteSpec(dir, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +94,8 @@ func TestNetworkSandbox(t *testing.T) {
 		{"loopback refused by SSRF", "probe connect 10.200.0.1:3128 127.0.0.1:8080 /", `"error":"ssrf_denied"`},
 		{"metadata refused by SSRF", "probe connect 10.200.0.1:3128 169.254.169.254:80 /", `"error":"ssrf_denied"`},
 		{"direct TCP refused", "probe dial tcp " + up + ":8080", "ECONNREFUSED"},
-		{"direct UDP/53 refused", "probe dial udp " + up + ":53", "EPERM"},
+		{"direct UDP/53 refused", "probe dial udp " + up + ":53", "ECONNREFUSED"},
+		{"direct ping refused", "probe ping " + up, "EHOSTUNREACH"},
 		{"only lo and eth0", ifaces, "eth0 lo \n"},
 	}
 	for _, tt := range tests {
@@ -113,8 +120,9 @@ func TestNetworkSandbox(t *testing.T) {
 		t.Fatalf("denials: exit %d: %s", code, stderr)
 	}
 	var engines []string
+	bypassed := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
-		var r struct{ Action, Engine, Host, Reason, Binary string }
+		var r struct{ Action, Engine, Protocol, Host, Reason, Binary string }
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("denials line %q: %v", line, err)
 		}
@@ -122,6 +130,16 @@ func TestNetworkSandbox(t *testing.T) {
 		if r.Engine == "opa" && r.Binary != "/bin/busybox" && r.Binary != "/usr/bin/probe" {
 			t.Errorf("record without the calling binary: %s", line)
 		}
+		// Direct TCP, UDP and pings are named by the sidecar's queue.
+		if r.Engine == "bypass" && (r.Protocol == "tcp" || r.Protocol == "udp" || r.Protocol == "icmp") {
+			bypassed[r.Protocol] = true
+			if r.Binary != "/usr/bin/probe" {
+				t.Errorf("bypass record without the calling binary: %s", line)
+			}
+		}
+	}
+	if !bypassed["tcp"] || !bypassed["udp"] || !bypassed["icmp"] {
+		t.Errorf("denials lack the direct TCP, UDP or ICMP attempt: %s", stdout)
 	}
 	joined := strings.Join(engines, " ")
 	for _, want := range []string{"opa:deny", "ssrf:deny", "bypass:reject"} {

@@ -92,6 +92,10 @@ func main() {
 		// dial NETWORK ADDR: a direct connection that bypasses the
 		// proxy; UDP writes one datagram and waits for the refusal.
 		err = dial(args[0], args[1])
+	case "ping":
+		// ping ADDR: one ICMP echo request from a ping socket, then
+		// the wait for its answer.
+		err = ping(args[0])
 	case "connect":
 		// connect PROXY HOST:PORT PATH: a CONNECT tunnel, then GET PATH
 		// through it; prints the proxy's status line, then the body.
@@ -118,6 +122,31 @@ func dial(network, addr string) error {
 		return err
 	}
 	_, err = c.Read(make([]byte, 16))
+	return err
+}
+
+func ping(addr string) error {
+	ip := net.ParseIP(addr).To4()
+	if ip == nil {
+		return fmt.Errorf("not an IPv4 address: %s", addr)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 5}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	// As ping does: ICMP errors reach an unconnected socket only so.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
+		return err
+	}
+	if err := unix.Sendto(fd, []byte{8, 0, 0, 0, 0, 0, 0, 1}, 0, &unix.SockaddrInet4{Addr: [4]byte(ip)}); err != nil {
+		return err
+	}
+	_, _, err = unix.Recvfrom(fd, make([]byte, 64), 0)
 	return err
 }
 
