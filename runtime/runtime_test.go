@@ -66,6 +66,56 @@ func TestSandboxDir(t *testing.T) {
 	}
 }
 
+// TestConfinementPolicy: a CRI pod's sandbox (pause) container, marked by
+// containerd's annotations, is confined without the policy's process,
+// filesystem and landlock sections (its image has no users and none of the
+// paths), while the network sandbox keeps the whole policy; every other
+// container is confined by its policy.
+func TestConfinementPolicy(t *testing.T) {
+	pol, _, err := policy.Parse("pod.yaml", []byte(`version: 1
+filesystem_policy:
+  read_only: [/usr]
+landlock:
+  compatibility: hard_requirement
+process:
+  run_as_user: sandbox
+network_policies:
+  upstream:
+    endpoints: [{host: example.com, port: 443}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "0123abcd"
+	for _, tt := range []struct {
+		name        string
+		annotations map[string]string
+		pause       bool
+	}{
+		{"pause", map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": id}, true},
+		{"pod container", map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": id}, false},
+		{"marked, another pod's id", map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "ffff"}, false},
+		{"marked, no pod id", map[string]string{"io.kubernetes.cri.container-type": "sandbox"}, false},
+		{"no annotations", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := confinementPolicy(pol, &specs.Spec{Annotations: tt.annotations}, id)
+			if !tt.pause {
+				if got != pol {
+					t.Errorf("a container that is not a pod's sandbox is confined by %+v, not its policy", got)
+				}
+				return
+			}
+			if got.Process != nil || got.Filesystem != nil || got.Landlock.Hard() || len(got.Network) != 0 {
+				t.Errorf("pause container confined by %+v; want no process, filesystem or landlock section", got)
+			}
+			if pol.Process == nil || len(pol.Network) != 1 {
+				t.Errorf("the pod's policy was changed: %+v", pol)
+			}
+		})
+	}
+}
+
 func TestNormalizeSpec(t *testing.T) {
 	spec := &specs.Spec{
 		Linux: &specs.Linux{Devices: []specs.LinuxDevice{

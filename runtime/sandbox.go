@@ -72,7 +72,9 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 	for _, w := range res.Warnings {
 		logrus.Warn(w.String())
 	}
-	pol := res.Policy
+	// The network sandbox (setupNetwork) follows res.Policy; pol confines
+	// the container's own processes.
+	pol := confinementPolicy(res.Policy, spec, req.ID)
 	mode, err := policy.AnnotatedInitMode(spec.Annotations)
 	if err != nil {
 		return nil, err
@@ -177,6 +179,38 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 // networkLink, in a container's sandbox directory, names the network
 // directory of its sandbox.
 const networkLink = "network"
+
+// Annotations containerd's CRI plugin gives a Kubernetes pod's sandbox
+// (pause) container: its type, and the pod's id, which is the container's
+// own.
+const (
+	annotationCRIContainerType = "io.kubernetes.cri.container-type"
+	annotationCRISandboxID     = "io.kubernetes.cri.sandbox-id"
+)
+
+// isPodSandbox reports whether spec is container id's and a CRI pod's
+// sandbox container. The id check keeps engines that pass users'
+// annotations through (Docker, nerdctl) from marking a container a pod
+// sandbox: their ids are random.
+func isPodSandbox(spec *specs.Spec, id string) bool {
+	return spec.Annotations[annotationCRIContainerType] == "sandbox" && spec.Annotations[annotationCRISandboxID] == id
+}
+
+// confinementPolicy is the policy that confines container id's own
+// processes: its policy, except for a pod's sandbox (pause) container,
+// which gets only the pod's network sandbox. The pause image has no
+// /etc/passwd to resolve a run_as_user in, nor the paths of a
+// hard_requirement filesystem policy, so the process, filesystem and
+// landlock sections, written for the pod's containers, would fail every
+// pod; the pause process is confined by the baseline alone (Landlock in
+// best_effort, moat's seccomp filter, the spec's user) and joins the inner
+// netns like any other.
+func confinementPolicy(pol *policy.Policy, spec *specs.Spec, id string) *policy.Policy {
+	if !isPodSandbox(spec, id) {
+		return pol
+	}
+	return &policy.Policy{Version: pol.Version, Source: pol.Source}
+}
 
 // sandboxDir is where moat keeps a sandboxed container's own files (the
 // confinement plan moat-init reads), keyed by the runtime root and the

@@ -14,7 +14,8 @@ import (
 const busyboxRef = "docker.io/library/moat-busybox:latest"
 
 // containerdEnv is a private containerd 1.6 (Debian's package) with its
-// own root, state and sockets and the CRI plugin disabled.
+// own root, state and sockets, and the CRI plugin disabled unless a test
+// configures it.
 type containerdEnv struct {
 	sock string
 	ns   string
@@ -22,24 +23,39 @@ type containerdEnv struct {
 
 func startContainerd(t *testing.T, dir string) *containerdEnv {
 	t.Helper()
-	c := &containerdEnv{sock: filepath.Join(dir, "ctrd.sock"), ns: "moat-e2e"}
+	return startContainerdWith(t, dir, "moat-e2e", "")
+}
+
+// startContainerdWith starts the private containerd with ctr's namespace
+// ns and criTOML as its configuration's CRI plugin section ("": the CRI
+// plugin disabled).
+func startContainerdWith(t *testing.T, dir, ns, criTOML string) *containerdEnv {
+	t.Helper()
+	c := &containerdEnv{sock: filepath.Join(dir, "ctrd.sock"), ns: ns}
 	config := filepath.Join(dir, "containerd.toml")
+	disabled := `"io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs"`
+	if criTOML == "" {
+		disabled = `"io.containerd.grpc.v1.cri", ` + disabled
+	}
 	toml := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs"]
+disabled_plugins = [%s]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, c.sock, c.sock+".ttrpc") + criTOML
 	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The runc shim keeps the runtime's --root under /run/containerd/runc
 	// whatever containerd's own state dir; remove the namespace's (empty)
-	// directory once containerd has stopped.
-	t.Cleanup(func() { _ = os.Remove(filepath.Join("/run/containerd/runc", c.ns)) })
+	// directory once containerd has stopped, unless it was there before.
+	runcRoot := filepath.Join("/run/containerd/runc", c.ns)
+	if _, err := os.Stat(runcRoot); os.IsNotExist(err) {
+		t.Cleanup(func() { _ = os.Remove(runcRoot) })
+	}
 	d := startDaemon(t, dir, "containerd", "containerd", "--config", config)
 	d.waitReady(t, func() error {
 		if out, code := runCmd(t, 10*time.Second, "ctr", "-a", c.sock, "version"); code != 0 {
