@@ -169,6 +169,58 @@ func (c *nlConn) start(ctx context.Context) (stop func(), err error) {
 	}, nil
 }
 
+// run is the read loop of Monitor.Run and Queue.Run, what naming the
+// group or queue in errors: it hands handle the datagrams read during the
+// bind, then every datagram as it comes, until ctx is done (it then
+// returns ctx.Err()) or the connection is closed (it then returns nil).
+// An overrun of the socket buffer calls overrun and goes on; an error from
+// handle, or from the socket, ends the loop.
+func (c *nlConn) run(ctx context.Context, what string, handle func(b []byte, at time.Time) error, overrun func()) error {
+	stop, err := c.start(ctx)
+	switch {
+	case errors.Is(err, errClosed):
+		return nil
+	case err != nil && err == ctx.Err():
+		return err
+	case err != nil:
+		return fmt.Errorf("bypass: %s: %w", what, err)
+	}
+	defer stop()
+	for _, d := range c.takePending() {
+		if err := handle(d.b, d.at); err != nil {
+			return c.closedOr(err)
+		}
+	}
+	for {
+		b, err := c.recv()
+		switch {
+		case err == nil:
+			if err := handle(b, time.Now()); err != nil {
+				return c.closedOr(err)
+			}
+		case errors.Is(err, unix.ENOBUFS):
+			overrun()
+		case errors.Is(err, errNotKernel):
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		case c.closed.Load():
+			return nil
+		default:
+			return fmt.Errorf("bypass: reading %s: %w", what, err)
+		}
+	}
+}
+
+// closedOr is nil once the connection is closed, else err.
+func (c *nlConn) closedOr(err error) error {
+	if c.closed.Load() {
+		return nil
+	}
+	return err
+}
+
 // errClosed is what start returns on a closed connection.
 var errClosed = errors.New("closed")
 

@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Monitor reads one NFLOG group of one network namespace.
@@ -59,37 +56,11 @@ func (m *Monitor) Run(ctx context.Context, fn func(Event)) error {
 	if fn == nil {
 		return errors.New("bypass: Run needs a callback")
 	}
-	stop, err := m.start(ctx)
-	switch {
-	case errors.Is(err, errClosed):
+	deliver := func(b []byte, at time.Time) error {
+		m.deliver(b, at, fn)
 		return nil
-	case err != nil && err == ctx.Err():
-		return err
-	case err != nil:
-		return fmt.Errorf("bypass: NFLOG group %d: %w", m.group, err)
 	}
-	defer stop()
-	for _, d := range m.takePending() {
-		m.deliver(d.b, d.at, fn)
-	}
-	for {
-		b, err := m.recv()
-		switch {
-		case err == nil:
-			m.deliver(b, time.Now(), fn)
-		case errors.Is(err, unix.ENOBUFS):
-			m.overrun()
-		case errors.Is(err, errNotKernel):
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		case m.closed.Load():
-			return nil
-		default:
-			return fmt.Errorf("bypass: reading NFLOG group %d: %w", m.group, err)
-		}
-	}
+	return m.run(ctx, fmt.Sprintf("NFLOG group %d", m.group), deliver, m.overrun)
 }
 
 // Dropped is how many logged packets the monitor lost so far because the

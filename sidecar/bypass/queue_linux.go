@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -64,41 +63,8 @@ func (q *Queue) Run(ctx context.Context, fn func(Event)) error {
 	if fn == nil {
 		return errors.New("bypass: Run needs a callback")
 	}
-	stop, err := q.start(ctx)
-	switch {
-	case errors.Is(err, errClosed):
-		return nil
-	case err != nil && err == ctx.Err():
-		return err
-	case err != nil:
-		return fmt.Errorf("bypass: NFQUEUE %d: %w", q.num, err)
-	}
-	defer stop()
-	for _, d := range q.takePending() {
-		if err := q.handle(d.b, d.at, fn); err != nil {
-			return q.closedOr(err)
-		}
-	}
-	for {
-		b, err := q.recv()
-		switch {
-		case err == nil:
-			if err := q.handle(b, time.Now(), fn); err != nil {
-				return q.closedOr(err)
-			}
-		case errors.Is(err, unix.ENOBUFS):
-			q.overrun()
-		case errors.Is(err, errNotKernel):
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		case q.closed.Load():
-			return nil
-		default:
-			return fmt.Errorf("bypass: reading NFQUEUE %d: %w", q.num, err)
-		}
-	}
+	handle := func(b []byte, at time.Time) error { return q.handle(b, at, fn) }
+	return q.run(ctx, fmt.Sprintf("NFQUEUE %d", q.num), handle, q.overrun)
 }
 
 // Dropped is how many times the socket buffer overflowed so far; each
@@ -111,14 +77,6 @@ func (q *Queue) Dropped() uint64 { return q.overruns.Load() }
 func (q *Queue) Close() error { return q.close("NFQUEUE") }
 
 func (q *Queue) overrun() { q.overruns.Add(1) }
-
-// closedOr is nil once Close was called, else err.
-func (q *Queue) closedOr(err error) error {
-	if q.closed.Load() {
-		return nil
-	}
-	return err
-}
 
 // handle answers every queued packet of one datagram, and turns the
 // kernel's refusal of a verdict into an error.
