@@ -110,18 +110,25 @@ func TestBoxPolicyUserAndTmp(t *testing.T) {
 	}
 }
 
-func TestBoxHostReadOnly(t *testing.T) {
-	e := newBoxEnv(t)
+// hostScratchDir is a directory on the host outside the box's
+// read_write paths, writable for nobody, so only the box can stop a write
+// into it; removed after the test.
+func hostScratchDir(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("/var/tmp", "moat-box-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	// Writable for nobody on the host, so only the box stops the write.
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	target := filepath.Join(dir, "f")
+	return dir
+}
+
+func TestBoxHostReadOnly(t *testing.T) {
+	e := newBoxEnv(t)
+	target := filepath.Join(hostScratchDir(t), "f")
 	out, errOut, code := e.box("--policy", e.policy, "--", "sh", "-c", "echo x > "+target)
 	if code == 0 {
 		t.Fatalf("write outside read_write succeeded: stdout %q stderr %q", out, errOut)
@@ -136,14 +143,7 @@ func TestBoxHostReadOnly(t *testing.T) {
 
 func TestBoxRW(t *testing.T) {
 	e := newBoxEnv(t)
-	dir, err := os.MkdirTemp("/var/tmp", "moat-box-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	dir := hostScratchDir(t)
 	target := filepath.Join(dir, "f")
 	out, errOut, code := e.box("--policy", e.policy, "--rw", dir, "--", "sh", "-c", "echo written > "+target)
 	if code != 0 {
