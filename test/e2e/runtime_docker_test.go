@@ -60,16 +60,7 @@ func TestDockerRunsMoat(t *testing.T) {
 	runArgs := func(args ...string) []string {
 		return append([]string{"run", "--rm", "--runtime", "moat", "--network", "none", dockerImage}, args...)
 	}
-	for _, tt := range []struct {
-		name string
-		args []string
-		want int
-		out  string
-	}{
-		{"exit 0", []string{"sh", "-c", "echo hello from moat"}, 0, "hello from moat"},
-		{"exit 7", []string{"sh", "-c", "exit 7"}, 7, ""},
-		{"child killed", []string{"sh", "-c", `sh -c 'kill -9 $$'; exit $?`}, 137, ""},
-	} {
+	for _, tt := range exitCases {
 		t.Run(tt.name, func(t *testing.T) {
 			out, code := docker(runArgs(tt.args...)...)
 			if code != tt.want || !strings.Contains(out, tt.out) {

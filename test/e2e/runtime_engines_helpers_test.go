@@ -169,3 +169,17 @@ func writeImage(t *testing.T, dir, ref string) string {
 	}
 	return p
 }
+
+// exitCases are the exit codes every engine must report for a moat
+// container: a clean exit, an exit status, and a child killed by SIGKILL
+// whose status the shell passes on (128+9).
+var exitCases = []struct {
+	name string
+	args []string
+	want int
+	out  string
+}{
+	{"exit 0", []string{"sh", "-c", "echo hello from moat"}, 0, "hello from moat"},
+	{"exit 7", []string{"sh", "-c", "exit 7"}, 7, ""},
+	{"child killed", []string{"sh", "-c", `sh -c 'kill -9 $$'; exit $?`}, 137, ""},
+}
