@@ -11,27 +11,12 @@ import (
 
 // sinkServer reads each connection to EOF and answers with the byte count.
 func sinkServer(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				// Large reads: io.Discard's 8 KiB buffer would make the
-				// sink the bottleneck.
-				n, _ := io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{c}, make([]byte, 1<<20))
-				binary.Write(c, binary.BigEndian, n)
-			}()
-		}
-	}()
-	return l.Addr().String()
+	return serveConns(b, func(c net.Conn) {
+		// Large reads: io.Discard's 8 KiB buffer would make the sink the
+		// bottleneck.
+		n, _ := io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{c}, make([]byte, 1<<20))
+		binary.Write(c, binary.BigEndian, n)
+	}).String()
 }
 
 // BenchmarkConnectThroughput pushes 1 MiB per iteration through one

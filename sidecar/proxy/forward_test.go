@@ -24,38 +24,24 @@ type seenRequest struct {
 // request it got.
 func upstream(t *testing.T, response string) (uint16, <-chan seenRequest) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	seen := make(chan seenRequest, 10)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					t.Errorf("upstream read: %v", err)
-					return
-				}
-				body, err := io.ReadAll(req.Body)
-				if err != nil {
-					t.Errorf("upstream body: %v", err)
-				}
-				io.WriteString(c, response)
-				after, _ := io.ReadAll(br) // until the proxy closes
-				seen <- seenRequest{req: req, body: string(body), after: string(after)}
-			}()
+	ap := serveConns(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			t.Errorf("upstream read: %v", err)
+			return
 		}
-	}()
-	return l.Addr().(*net.TCPAddr).AddrPort().Port(), seen
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			t.Errorf("upstream body: %v", err)
+		}
+		io.WriteString(c, response)
+		after, _ := io.ReadAll(br) // until the proxy closes
+		seen <- seenRequest{req: req, body: string(body), after: string(after)}
+	})
+	return ap.Port(), seen
 }
 
 func receive(t *testing.T, seen <-chan seenRequest) seenRequest {

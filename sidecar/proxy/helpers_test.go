@@ -175,8 +175,10 @@ func start(t testing.TB, edit func(*Config)) *harness {
 	return h
 }
 
-// echoServer echoes each connection until EOF, then half-closes.
-func echoServer(t testing.TB) (string, uint16) {
+// serveConns listens on a loopback port until the test ends and runs
+// handle on each connection in a goroutine of its own, closing the
+// connection when handle returns.
+func serveConns(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -191,12 +193,20 @@ func echoServer(t testing.TB) (string, uint16) {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c)
 			}()
 		}
 	}()
-	ap := l.Addr().(*net.TCPAddr).AddrPort()
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// echoServer echoes each connection until EOF, then half-closes.
+func echoServer(t testing.TB) (string, uint16) {
+	t.Helper()
+	ap := serveConns(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 	return ap.String(), ap.Port()
 }
 
