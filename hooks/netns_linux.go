@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -44,44 +45,12 @@ func (c *nsConn) Close() {
 	_ = c.nft.CloseLasting()
 }
 
-// onNetNSThread runs fn on a fresh goroutine locked to its OS thread after
-// enter has switched that thread's network namespace, and switches it back
-// afterwards. The goroutine unlocks the thread only once it is back in its
-// original namespace: a goroutine that exits still locked takes its thread
-// with it, so the Go runtime never reuses a thread left in the wrong
-// namespace.
-func onNetNSThread(enter func(orig *os.File) error, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open(threadNetNS)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open thread network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		// setns and unshare either switch or leave the thread as it was.
-		if err := enter(orig); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore thread network namespace: %w", err))
-			return // still locked: the thread exits with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// inNetNS runs fn on a thread switched into the network namespace ns.
+// inNetNS runs fn on a thread switched into the network namespace ns
+// (internal/nsthread), or simply on a locked thread when that thread is
+// already in ns.
 func inNetNS(ns *os.File, fn func() error) error {
-	return onNetNSThread(func(orig *os.File) error {
-		if same, err := sameFile(orig, ns); err == nil && same {
+	return nsthread.Run(func(orig int) error {
+		if same, err := sameInode(orig, int(ns.Fd())); err == nil && same {
 			return nil
 		}
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
@@ -118,7 +87,7 @@ func createNetNS(path string) (_ *nsConn, _ uint64, retErr error) {
 		}
 	}()
 	var c *nsConn
-	err = onNetNSThread(func(*os.File) error {
+	err = nsthread.Run(func(int) error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare network namespace: %w", err)
 		}
@@ -208,13 +177,13 @@ func NetNSInode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// sameFile reports whether a and b are the same inode.
-func sameFile(a, b *os.File) (bool, error) {
+// sameInode reports whether the files open at a and b are the same inode.
+func sameInode(a, b int) (bool, error) {
 	var sa, sb unix.Stat_t
-	if err := unix.Fstat(int(a.Fd()), &sa); err != nil {
+	if err := unix.Fstat(a, &sa); err != nil {
 		return false, err
 	}
-	if err := unix.Fstat(int(b.Fd()), &sb); err != nil {
+	if err := unix.Fstat(b, &sb); err != nil {
 		return false, err
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil

@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"golang.org/x/sys/unix"
 )
 
@@ -310,9 +310,8 @@ func ackError(data []byte) error {
 }
 
 // socketInNetNS creates and binds a NETLINK_NETFILTER socket inside the
-// network namespace at path. It runs on a locked OS thread that enters the
-// namespace and comes back; if it cannot come back, the thread stays locked
-// and the runtime discards it with its goroutine.
+// network namespace at path, on a thread switched into it
+// (internal/nsthread).
 func socketInNetNS(path string) (int, error) {
 	if path == "" {
 		return newNetlinkSocket()
@@ -322,39 +321,11 @@ func socketInNetNS(path string) (int, error) {
 		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(target)
-
-	type result struct {
-		fd  int
-		err error
+	fd, err := nsthread.Socket(target, newNetlinkSocket)
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", path, err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, &os.PathError{Op: "open", Path: "/proc/thread-self/ns/net", Err: err}}
-			return
-		}
-		defer unix.Close(home)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread() // the thread did not move
-			done <- result{-1, fmt.Errorf("enter %s: %w", path, os.NewSyscallError("setns", err))}
-			return
-		}
-		fd, serr := newNetlinkSocket()
-		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
-			if serr == nil {
-				_ = unix.Close(fd)
-			}
-			done <- result{-1, fmt.Errorf("return from %s: %w", path, os.NewSyscallError("setns", err))}
-			return // still locked: the thread dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		done <- result{fd, serr}
-	}()
-	r := <-done
-	return r.fd, r.err
+	return fd, nil
 }
 
 func newNetlinkSocket() (int, error) {

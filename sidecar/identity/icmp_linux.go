@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,17 +28,19 @@ type icmpSockets struct {
 // missing table only means no ICMP attribution.
 func newICMPSockets(nsFd int, procRoot string) *icmpSockets {
 	s := &icmpSockets{ping: -1, raw: -1}
-	_, _ = inNetns(nsFd, procRoot, func() (int, error) {
-		open := func(name string) int {
-			fd, err := unix.Open(procRoot+"/thread-self/net/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return -1
-			}
-			return fd
+	open := func(name string) int {
+		fd, err := unix.Open(procRoot+"/thread-self/net/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1
 		}
+		return fd
+	}
+	if err := nsthread.In(nsFd, func() error {
 		s.ping, s.raw = open("icmp"), open("raw")
-		return -1, nil
-	})
+		return nil
+	}); err != nil {
+		s.close() // opened, but the thread could not come back
+	}
 	return s
 }
 

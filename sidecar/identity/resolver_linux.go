@@ -49,7 +49,7 @@ func New(cfg Config) (*Resolver, error) {
 	if err := unix.Fstat(nsFd, &st); err != nil {
 		return nil, fmt.Errorf("stat inner netns %s: %w", cfg.InnerNetNS, err)
 	}
-	diag, err := newSockDiag(nsFd, root)
+	diag, err := newSockDiag(nsFd)
 	if err != nil {
 		return nil, fmt.Errorf("inner netns %s: %w", cfg.InnerNetNS, err)
 	}

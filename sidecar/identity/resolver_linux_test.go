@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"golang.org/x/sys/unix"
 )
 
@@ -228,7 +229,7 @@ func innerSocket(t *testing.T, s *sandboxNet) *os.File {
 		t.Fatal(err)
 	}
 	defer unix.Close(ns)
-	fd, err := inNetns(ns, "/proc", func() (int, error) {
+	fd, err := nsthread.Socket(ns, func() (int, error) {
 		return unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	})
 	if err != nil {
@@ -359,8 +360,8 @@ func TestLookupICMP(t *testing.T) {
 	}
 	defer unix.Close(ns)
 	// Ping sockets for everyone in the inner netns, as Docker sets it.
-	if _, err := inNetns(ns, "/proc", func() (int, error) {
-		return -1, os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644)
+	if err := nsthread.In(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644)
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"time"
 
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,9 +32,8 @@ type sockDiag struct {
 }
 
 // newSockDiag creates the netlink socket in the netns open at nsFd.
-// procRoot is where this thread's netns can be found to return to it.
-func newSockDiag(nsFd int, procRoot string) (*sockDiag, error) {
-	fd, err := inNetns(nsFd, procRoot, func() (int, error) {
+func newSockDiag(nsFd int) (*sockDiag, error) {
+	fd, err := nsthread.Socket(nsFd, func() (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	})
 	if err != nil {
@@ -58,45 +57,6 @@ func sockDiagOn(fd int) (*sockDiag, error) {
 		return nil, fmt.Errorf("bind sock_diag socket: %w", err)
 	}
 	return &sockDiag{fd: fd, buf: make([]byte, 8192)}, nil
-}
-
-// inNetns runs fn on an OS thread that has joined the netns open at nsFd,
-// then returns the thread to its own netns. If it cannot, the thread stays
-// locked and ends with its goroutine, so no other goroutine ever runs in
-// the wrong netns.
-func inNetns(nsFd int, procRoot string, fn func() (int, error)) (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open(procRoot+"/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("open this thread's netns: %w", err)}
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(nsFd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("enter netns: %w", err)}
-			return
-		}
-		fd, fnErr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			if fnErr == nil {
-				unix.Close(fd)
-			}
-			done <- result{-1, fmt.Errorf("return to the original netns: %w", err)}
-			return // the thread stays locked and is retired
-		}
-		runtime.UnlockOSThread()
-		done <- result{fd, fnErr}
-	}()
-	r := <-done
-	return r.fd, r.err
 }
 
 func (d *sockDiag) close() error {
