@@ -255,15 +255,27 @@ func checkUDPRefused(t *testing.T, path, addr string) {
 }
 
 // udpFlood sends n datagrams to addr from the netns at path as fast as it
-// can, ignoring the refusals.
+// can, then waits until one was refused: a refusal comes back only after
+// the queue's reader has seen a datagram and answered it, so the caller
+// may then look at what it saw.
 func udpFlood(t *testing.T, path, addr string, n int) {
 	conn, err := dialFrom(t, path, "udp", addr, time.Second)
 	if err != nil {
 		t.Fatalf("udp socket: %v", err)
 	}
 	defer conn.Close()
+	refused := false
 	for range n {
-		_, _ = conn.Write([]byte("flood"))
+		_, err := conn.Write([]byte("flood"))
+		refused = refused || errors.Is(err, unix.ECONNREFUSED)
+	}
+	if !refused {
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = conn.Read(make([]byte, 16))
+		refused = errors.Is(err, unix.ECONNREFUSED)
+	}
+	if !refused {
+		t.Errorf("udp flood to %s: no datagram refused (last error %v)", addr, err)
 	}
 }
 

@@ -65,10 +65,18 @@ func TestCodeResident(t *testing.T) {
 		}
 		return n
 	}
-	if err := Drop(); err != nil {
-		t.Fatal(err)
+	// The runtime's other threads run code meanwhile and fault some pages
+	// back in (64 KiB at a time); on a busy machine, try a few times.
+	n := pages
+	for range 5 {
+		if err := Drop(); err != nil {
+			t.Fatal(err)
+		}
+		if n = mapped(); n <= pages/2 {
+			break
+		}
 	}
-	if n := mapped(); n > pages/2 {
+	if n > pages/2 {
 		t.Fatalf("after dropping the code's pages, %d of %d are mapped", n, pages)
 	}
 	populate()
