@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"github.com/moatsandbox/moat/sidecar/control"
 )
 
@@ -100,8 +101,8 @@ func startSidecar(netDir, outer string, sc *control.Config) (wait func() error, 
 }
 
 // startIn starts cmd with its network namespace set to the one at path:
-// the fork happens on a locked thread switched into that namespace, and
-// the thread is switched back before it is released.
+// the fork happens on a thread switched into that namespace
+// (internal/nsthread).
 func startIn(path string, cmd *exec.Cmd) error {
 	if path == "" {
 		return cmd.Start()
@@ -111,27 +112,16 @@ func startIn(path string, cmd *exec.Cmd) error {
 		return fmt.Errorf("open network namespace: %w", err)
 	}
 	defer target.Close()
-	self, err := os.Open("/proc/thread-self/ns/net")
+	err = nsthread.In(int(target.Fd()), cmd.Start)
+	if err != nil && cmd.Process != nil {
+		// Started, but the thread could not come back: no sidecar.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
 	if err != nil {
-		return fmt.Errorf("open network namespace: %w", err)
+		return fmt.Errorf("start in network namespace %s: %w", path, err)
 	}
-	defer self.Close()
-	runtime.LockOSThread()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", path, err)
-	}
-	startErr := cmd.Start()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread is stuck in the other namespace: keep it locked so
-		// that it exits with this goroutine instead of being reused.
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-		}
-		return fmt.Errorf("return to moat's network namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return startErr
+	return nil
 }
 
 // stopSidecar ends the sandbox's sidecar, if it runs: SIGTERM, then
