@@ -23,6 +23,8 @@ type testbed struct {
 	upstream   string // the servers' address (x.x.x.2)
 	subnet     string // "10.77.N.0/24"
 	names      []string
+	// veths are the veth pair's ends: in the outer netns, in the upstream.
+	veths [2]string
 }
 
 var testbedSeq atomic.Int32
@@ -42,6 +44,7 @@ func newTestbed(t *testing.T) *testbed {
 	b.upstreamNS = "/run/netns/" + b.names[1]
 	t.Cleanup(b.cleanup)
 	veth := fmt.Sprintf("me2e%d", n)
+	b.veths = [2]string{veth + "a", veth + "b"}
 	for _, argv := range [][]string{
 		{"netns", "add", b.names[0]},
 		{"netns", "add", b.names[1]},

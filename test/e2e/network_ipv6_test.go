@@ -24,8 +24,8 @@ func TestNetworkIPv6Upstream(t *testing.T) {
 	n := strings.Split(b.subnet, ".")[2]
 	outer6, up6 := fmt.Sprintf("fd77:%s::1", n), fmt.Sprintf("fd77:%s::2", n)
 	for _, argv := range [][]string{
-		{"-n", b.names[0], "addr", "add", outer6 + "/64", "dev", vethOf(t, b.names[0]), "nodad"},
-		{"-n", b.names[1], "addr", "add", up6 + "/64", "dev", vethOf(t, b.names[1]), "nodad"},
+		{"-n", b.names[0], "addr", "add", outer6 + "/64", "dev", b.veths[0], "nodad"},
+		{"-n", b.names[1], "addr", "add", up6 + "/64", "dev", b.veths[1], "nodad"},
 	} {
 		if out, err := exec.Command("ip", argv...).CombinedOutput(); err != nil {
 			t.Skipf("no IPv6 on the testbed (ip %s: %v: %s)", strings.Join(argv, " "), err, out)
@@ -76,19 +76,4 @@ network_policies:
 			}
 		})
 	}
-}
-
-// vethOf is the name of the one veth in the netns called name.
-func vethOf(t *testing.T, name string) string {
-	t.Helper()
-	out, err := exec.Command("ip", "-n", name, "-o", "link", "show", "type", "veth").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(out))
-	if len(f) < 2 {
-		t.Fatalf("no veth in netns %s: %q", name, out)
-	}
-	link, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-	return link
 }
