@@ -164,6 +164,15 @@ func (l *nfqueueListener) queued() map[netip.AddrPort]bool {
 	return out
 }
 
+// waitFor waits up to timeout for a packet to dst to have been queued.
+func (l *nfqueueListener) waitFor(dst netip.AddrPort, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if l.queued()[dst] {
+			return
+		}
+	}
+}
+
 // stop ends serve (within one read slice) and closes the socket, which
 // unbinds the queue.
 func (l *nfqueueListener) stop() {
