@@ -6,13 +6,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/moatsandbox/moat/internal/nsthread"
 	"github.com/moatsandbox/moat/test/fixtures"
 )
 
@@ -94,25 +94,16 @@ ports: [8000]
 	e.mustMoat("delete", "--force", id)
 }
 
-// inNetNS runs fn on a thread in the netns at path; the thread is
-// discarded afterwards.
+// inNetNS runs fn on a thread in the netns at path. The thread goes back
+// to its own netns afterwards: a thread left behind could be the process's
+// main thread, which Go never ends, and would keep the namespace alive.
 func inNetNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return nsthread.In(int(f.Fd()), fn)
 }
 
 // TestNetworkStartWaitsForInit: `moat start` returns only once moat-init
