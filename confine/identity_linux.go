@@ -3,6 +3,7 @@ package confine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -106,42 +107,72 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 			return fmt.Errorf("drop %s from the bounding set: %w", capName(c), err)
 		}
 	}
-	if err := allThreadsPrctl(unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
-		return fmt.Errorf("set keep-caps: %w", err)
+	// Each call below stops every Go thread (a signal round of about
+	// 0.2 ms here), so one that would change nothing is skipped. This
+	// thread's ids and sets stand for every thread's: all threads were
+	// cloned with the credentials the process started with, and nothing
+	// before this point changed those on one thread alone (the bounding
+	// set, just dropped here alone, is not compared).
+	cur, err := currentCreds(last)
+	if err != nil {
+		return err
+	}
+	uidChanges := !cur.uidsAre(id.UID)
+	if uidChanges {
+		if err := allThreadsPrctl(unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
+			return fmt.Errorf("set keep-caps: %w", err)
+		}
+	}
+	if !slices.Equal(cur.groups, sortedGroups(id.AdditionalGids)) {
+		gids := make([]int, len(id.AdditionalGids))
+		for i, g := range id.AdditionalGids {
+			gids[i] = int(g)
+		}
+		if err := syscall.Setgroups(gids); err != nil {
+			return fmt.Errorf("setgroups %v: %w", id.AdditionalGids, err)
+		}
+	}
+	if !cur.gidsAre(id.GID) {
+		if err := syscall.Setgid(int(id.GID)); err != nil {
+			return fmt.Errorf("setgid %d: %w", id.GID, err)
+		}
+	}
+	if uidChanges {
+		if err := syscall.Setuid(int(id.UID)); err != nil {
+			return fmt.Errorf("setuid %d: %w", id.UID, err)
+		}
+		if err := allThreadsPrctl(unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
+			return fmt.Errorf("clear keep-caps: %w", err)
+		}
 	}
 
-	gids := make([]int, len(id.AdditionalGids))
-	for i, g := range id.AdditionalGids {
-		gids[i] = int(g)
-	}
-	if err := syscall.Setgroups(gids); err != nil {
-		return fmt.Errorf("setgroups %v: %w", id.AdditionalGids, err)
-	}
-	if err := syscall.Setgid(int(id.GID)); err != nil {
-		return fmt.Errorf("setgid %d: %w", id.GID, err)
-	}
-	if err := syscall.Setuid(int(id.UID)); err != nil {
-		return fmt.Errorf("setuid %d: %w", id.UID, err)
-	}
-	if err := allThreadsPrctl(unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
-		return fmt.Errorf("clear keep-caps: %w", err)
-	}
-
-	hdr := &capHeader{version: unix.LINUX_CAPABILITY_VERSION_3}
-	data := &[2]capData{
-		{uint32(sets.effective), uint32(sets.permitted), uint32(sets.inheritable)},
-		{uint32(sets.effective >> 32), uint32(sets.permitted >> 32), uint32(sets.inheritable >> 32)},
-	}
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(data)), 0); errno != 0 {
-		return fmt.Errorf("capset (effective %v, permitted %v, inheritable %v): %w",
-			CapNames(sets.effective), CapNames(sets.permitted), CapNames(sets.inheritable), errno)
+	// After a uid change keep-caps has kept the permitted set but the
+	// effective one is cleared: the sets are then always written.
+	ambient := cur.ambient
+	if uidChanges || cur.effective != sets.effective || cur.permitted != sets.permitted || cur.inheritable != sets.inheritable {
+		hdr := &capHeader{version: unix.LINUX_CAPABILITY_VERSION_3}
+		data := &[2]capData{
+			{uint32(sets.effective), uint32(sets.permitted), uint32(sets.inheritable)},
+			{uint32(sets.effective >> 32), uint32(sets.permitted >> 32), uint32(sets.inheritable >> 32)},
+		}
+		if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(data)), 0); errno != 0 {
+			return fmt.Errorf("capset (effective %v, permitted %v, inheritable %v): %w",
+				CapNames(sets.effective), CapNames(sets.permitted), CapNames(sets.inheritable), errno)
+		}
+		// A setuid or a capset may have cleared ambient capabilities.
+		ambient = currentAmbient(last)
 	}
 
-	if err := allThreadsPrctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("clear ambient capabilities: %w", err)
+	// The ambient set: cleared when it holds anything the plan does not,
+	// then raised.
+	if ambient&^sets.ambient != 0 {
+		if err := allThreadsPrctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("clear ambient capabilities: %w", err)
+		}
+		ambient = 0
 	}
 	for c := 0; c <= last; c++ {
-		if sets.ambient&(1<<uint(c)) == 0 {
+		if sets.ambient&(1<<uint(c)) == 0 || ambient&(1<<uint(c)) != 0 {
 			continue
 		}
 		if err := allThreadsPrctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c)); err != nil {
@@ -149,6 +180,66 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 		}
 	}
 	return verifyIdentity(id, sets.permitted&(1<<unix.CAP_SETUID) != 0)
+}
+
+// creds are the calling thread's ids, groups and capability sets.
+type creds struct {
+	ruid, euid, suid, rgid, egid, sgid int
+	groups                             []uint32 // sorted
+	effective, permitted, inheritable  uint64
+	ambient                            uint64
+}
+
+func (c creds) uidsAre(uid uint32) bool {
+	return c.ruid == int(uid) && c.euid == int(uid) && c.suid == int(uid)
+}
+
+func (c creds) gidsAre(gid uint32) bool {
+	return c.rgid == int(gid) && c.egid == int(gid) && c.sgid == int(gid)
+}
+
+// currentCreds reads the calling thread's credentials with system calls
+// only (no /proc: Landlock may already hide it).
+func currentCreds(last int) (creds, error) {
+	var c creds
+	c.ruid, c.euid, c.suid = unix.Getresuid()
+	c.rgid, c.egid, c.sgid = unix.Getresgid()
+	groups, err := unix.Getgroups()
+	if err != nil {
+		return c, fmt.Errorf("getgroups: %w", err)
+	}
+	for _, g := range groups {
+		c.groups = append(c.groups, uint32(g))
+	}
+	c.groups = sortedGroups(c.groups)
+	hdr := &capHeader{version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]capData
+	if _, _, errno := unix.RawSyscall(unix.SYS_CAPGET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data)), 0); errno != 0 {
+		return c, fmt.Errorf("capget: %w", errno)
+	}
+	c.effective = uint64(data[0].effective) | uint64(data[1].effective)<<32
+	c.permitted = uint64(data[0].permitted) | uint64(data[1].permitted)<<32
+	c.inheritable = uint64(data[0].inheritable) | uint64(data[1].inheritable)<<32
+	c.ambient = currentAmbient(last)
+	return c, nil
+}
+
+// currentAmbient is the calling thread's ambient set. A kernel without
+// ambient capabilities answers EINVAL: an empty set.
+func currentAmbient(last int) uint64 {
+	var set uint64
+	for c := 0; c <= last; c++ {
+		if on, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, uintptr(c), 0, 0); err == nil && on == 1 {
+			set |= 1 << uint(c)
+		}
+	}
+	return set
+}
+
+func sortedGroups(gids []uint32) []uint32 {
+	out := slices.Clone(gids)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // verifyIdentity checks the drop took: the ids are the planned ones and,

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -406,6 +407,59 @@ func TestRootIdentity(t *testing.T) {
 		if !strings.Contains(status, want) {
 			t.Errorf("status lacks %q:\n%s", want, status)
 		}
+	}
+}
+
+// TestRootConfinesEveryThread: in reap mode moat-init stays alive beside
+// the program, and every one of its threads carries the plan's identity,
+// capabilities, no_new_privs and filter, whether the drop changes the uid
+// or keeps root (where moat-init skips the calls that change nothing).
+// The bounding set is dropped on the forking thread alone (it only
+// matters to an execve), so it is not compared.
+func TestRootConfinesEveryThread(t *testing.T) {
+	requireRoot(t)
+	caps := &Capabilities{
+		Bounding:    []string{"CAP_NET_BIND_SERVICE"},
+		Effective:   []string{"CAP_NET_BIND_SERVICE"},
+		Permitted:   []string{"CAP_NET_BIND_SERVICE"},
+		Inheritable: []string{"CAP_NET_BIND_SERVICE"},
+		Ambient:     []string{"CAP_NET_BIND_SERVICE"},
+	}
+	for _, c := range []struct {
+		name string
+		id   Identity
+		want []string
+	}{
+		{"user", Identity{UID: testUID, GID: testGID, AdditionalGids: []uint32{61002}},
+			[]string{"Uid:\t61000\t61000\t61000\t61000", "Gid:\t61001\t61001\t61001\t61001", "Groups:\t61002"}},
+		{"root", Identity{UID: 0, GID: 0},
+			[]string{"Uid:\t0\t0\t0\t0", "Gid:\t0\t0\t0\t0", "Groups:\t"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			plan := basePlan(t)
+			plan.Mode = ModeReap
+			plan.Identity = c.id
+			plan.Capabilities = caps
+			plan.NoNewPrivileges = true
+			want := append(c.want, "CapInh:\t0000000000000400", "CapPrm:\t0000000000000400",
+				"CapEff:\t0000000000000400", "CapAmb:\t0000000000000400",
+				"NoNewPrivs:\t1", "Seccomp:\t2", "Seccomp_filters:\t1")
+			threads := strings.Split(helperResult(t, plan, "parent-threads"), "\n--\n")
+			if len(threads) < 2 {
+				t.Fatalf("moat-init shows %d thread(s); a Go program has several:\n%s", len(threads), threads)
+			}
+			for i, th := range threads {
+				var lines []string // the kernel ends the Groups line with a space
+				for _, l := range strings.Split(th, "\n") {
+					lines = append(lines, strings.TrimRight(l, " "))
+				}
+				for _, w := range want {
+					if !slices.Contains(lines, w) {
+						t.Errorf("moat-init thread %d of %d lacks %q:\n%s", i+1, len(threads), w, th)
+					}
+				}
+			}
+		})
 	}
 }
 

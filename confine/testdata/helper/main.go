@@ -68,6 +68,9 @@ func main() {
 	case "status":
 		status()
 		return
+	case "parent-threads":
+		parentThreads()
+		return
 	case "netns":
 		var st unix.Stat_t
 		if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
@@ -211,8 +214,27 @@ func name(err error) string {
 }
 
 // status prints the identity lines of /proc/self/status.
-func status() {
-	f, err := os.Open("/proc/self/status")
+func status() { printStatus("/proc/self/status") }
+
+// parentThreads prints the identity lines of every thread of the parent
+// (moat-init, in reap mode), one block per thread, blocks separated by a
+// line "--".
+func parentThreads() {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", os.Getppid()))
+	if err != nil {
+		fmt.Println(name(err))
+		return
+	}
+	for i, task := range tasks {
+		if i > 0 {
+			fmt.Println("--")
+		}
+		printStatus(fmt.Sprintf("/proc/%d/task/%s/status", os.Getppid(), task.Name()))
+	}
+}
+
+func printStatus(path string) {
+	f, err := os.Open(path)
 	if err != nil {
 		fmt.Println(name(err))
 		return
