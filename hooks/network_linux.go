@@ -76,15 +76,57 @@ type step struct {
 // SetupNetwork makes the sandbox's network namespace step. It is all or
 // nothing: on error every step already done is undone.
 func SetupNetwork(spec NetworkSpec) (*Network, error) {
-	s, err := newSetup(spec)
+	n, finish, err := StartNetwork(spec)
 	if err != nil {
 		return nil, err
 	}
-	defer s.close()
-	if err := s.run(len(s.steps())); err != nil {
-		return nil, errors.Join(err, s.undo.run())
+	if err := finish(); err != nil {
+		return nil, err
 	}
-	return s.n, nil
+	return n, nil
+}
+
+// StartNetwork is SetupNetwork for a caller that has other work to do
+// meanwhile. It returns once the inner netns exists (the returned Network
+// names it; a sandbox without egress has nothing else a caller needs) and
+// finishes the rest in the background: for a sandbox without egress its
+// loopback, routes, nftables table and state (about 2 ms, mostly the
+// table). finish waits for that and reports how it went, with everything
+// undone on error as SetupNetwork would; it must be called before the
+// sandbox's process runs and before any teardown, and returns the same
+// result every time. With egress every step is done when StartNetwork
+// returns.
+func StartNetwork(spec NetworkSpec) (n *Network, finish func() error, err error) {
+	s, err := newSetup(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	steps := s.steps()
+	first := len(steps)
+	if !spec.Egress {
+		first = 2 // the plan and the inner netns itself
+	}
+	if err := s.runSteps(0, first); err != nil {
+		err = errors.Join(err, s.undo.run()) // the undo uses s's sockets
+		s.close()
+		return nil, nil, err
+	}
+	// The caller's copy: the rest of the setup changes s.n.
+	out := *s.n
+	if first == len(steps) {
+		s.close()
+		return &out, func() error { return nil }, nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := s.runSteps(first, len(steps))
+		if err != nil {
+			err = errors.Join(err, s.undo.run())
+		}
+		s.close()
+		done <- err
+	}()
+	return &out, sync.OnceValue(func() error { return <-done }), nil
 }
 
 // newSetup validates spec.
@@ -119,7 +161,12 @@ func newSetup(spec NetworkSpec) (*setup, error) {
 // exists, so its outer end is never unguarded.
 func (s *setup) steps() []step {
 	if !s.spec.Egress {
-		return []step{{"plan", (*setup).plan}, {"inner netns", (*setup).innerOnly}, {"record", (*setup).record}}
+		return []step{
+			{"plan", (*setup).plan},
+			{"inner netns", (*setup).innerOnly},
+			{"inner loopback and table", (*setup).configureInnerOnly},
+			{"record", (*setup).record},
+		}
 	}
 	return []step{
 		{"plan", (*setup).plan},
@@ -132,12 +179,12 @@ func (s *setup) steps() []step {
 	}
 }
 
-// run does the first limit steps (all of them outside tests).
-func (s *setup) run(limit int) error {
-	for i, st := range s.steps() {
-		if i >= limit {
-			break
-		}
+// run does the first limit steps (tests stop a setup part way).
+func (s *setup) run(limit int) error { return s.runSteps(0, limit) }
+
+// runSteps does steps from to to-1.
+func (s *setup) runSteps(from, to int) error {
+	for _, st := range s.steps()[from:min(to, len(s.steps()))] {
 		if err := st.do(s); err != nil {
 			return fmt.Errorf("network setup (%s): %w", st.name, err)
 		}
@@ -252,8 +299,10 @@ func (s *setup) outerAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// innerOnly builds the inner netns of a sandbox without egress.
-func (s *setup) innerOnly() error { return s.buildInner(&s.undo) }
+// innerOnly makes the inner netns of a sandbox without egress, and
+// configureInnerOnly gives it its loopback and table.
+func (s *setup) innerOnly() error          { return s.createInner(&s.undo) }
+func (s *setup) configureInnerOnly() error { return s.configureInner() }
 
 // prepare builds the inner netns and the outer rules side by side: they
 // touch different namespaces and take about as long.
@@ -269,10 +318,16 @@ func (s *setup) prepare() error {
 	return errors.Join(innerErr, outerErr)
 }
 
-// buildInner makes and pins the inner netns, sets its loopback up, routes
-// through lo what no other route takes and installs the netns's table
-// (which goes with the netns).
+// buildInner makes the inner netns and configures it.
 func (s *setup) buildInner(u *undoStack) error {
+	if err := s.createInner(u); err != nil {
+		return err
+	}
+	return s.configureInner()
+}
+
+// createInner makes and pins the inner netns.
+func (s *setup) createInner(u *undoStack) error {
 	c, ino, err := createNetNS(s.n.InnerPath)
 	if err != nil {
 		return err
@@ -280,9 +335,15 @@ func (s *setup) buildInner(u *undoStack) error {
 	s.ic = c
 	u.push(func() error { return unpinNetNS(s.n.InnerPath) })
 	s.n.InnerInode = ino
-	if s.inner, err = openNetNS(s.n.InnerPath); err != nil {
-		return err
-	}
+	s.inner, err = openNetNS(s.n.InnerPath)
+	return err
+}
+
+// configureInner sets the inner netns's loopback up, routes through lo
+// what no other route takes and installs its table (which goes with the
+// netns).
+func (s *setup) configureInner() error {
+	c := s.ic
 	if err := loopbackUp(c); err != nil {
 		return err
 	}
@@ -291,7 +352,7 @@ func (s *setup) buildInner(u *undoStack) error {
 	}
 	r := innerRules{proxy: s.n.Proxy, inbound: s.spec.InboundPorts, logGroup: s.spec.NFLogGroup, queue: s.spec.NFQueue}
 	addInnerTable(c.nft, r)
-	err = c.nft.Flush()
+	err := c.nft.Flush()
 	if err != nil && r.proxy.IsValid() && r.queue != 0 && errors.Is(err, unix.ENOENT) {
 		// No nft_queue in this kernel (the batch failed as a whole): try
 		// the xtables NFQUEUE target.

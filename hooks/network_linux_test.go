@@ -357,6 +357,49 @@ func TestNetworkNoEgress(t *testing.T) {
 	checkClean(t, before, snapshot(t, "", allocDir))
 }
 
+// TestStartNetworkNoEgress: StartNetwork hands back the inner netns at
+// once and finishes its loopback, table and state in the background;
+// finish reports it done, every time, and the result is SetupNetwork's.
+func TestStartNetworkNoEgress(t *testing.T) {
+	requireRoot(t)
+	allocDir := filepath.Join(t.TempDir(), "alloc")
+	before := snapshot(t, "", allocDir)
+	dir := t.TempDir()
+	n, finish, err := StartNetwork(NetworkSpec{Dir: dir, NFLogGroup: 100})
+	if err != nil {
+		t.Fatalf("StartNetwork: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(n.InnerPath, &st); err != nil || st.Ino != n.InnerInode {
+		t.Errorf("inner netns %s: inode %d (%v), StartNetwork said %d", n.InnerPath, st.Ino, err, n.InnerInode)
+	}
+	for range 2 {
+		if err := finish(); err != nil {
+			t.Fatalf("finish: %v", err)
+		}
+	}
+	loaded, err := LoadNetwork(dir)
+	if err != nil || loaded.InnerInode != n.InnerInode {
+		t.Fatalf("LoadNetwork after finish: %+v, %v", loaded, err)
+	}
+	inNS(t, n.InnerPath, func() error {
+		c, err := dialHere()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.nft.ListTableOfFamily(InnerTable, nftables.TableFamilyINet); err != nil {
+			t.Errorf("inner table after finish: %v", err)
+		}
+		return nil
+	})
+	refusedFast(t, n.InnerPath, "192.0.2.1:80", unix.ECONNREFUSED)
+	if err := TeardownNetwork(dir); err != nil {
+		t.Errorf("TeardownNetwork: %v", err)
+	}
+	checkClean(t, before, snapshot(t, "", allocDir))
+}
+
 func TestNetworkSharedOuter(t *testing.T) {
 	requireRoot(t)
 	outer := newOuterNetNS(t)

@@ -87,7 +87,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		return -1, err
 	}
 	var netns, ready *os.File
-	var sidecarReady func() error
+	var settle, networkDone func() error
 	if cfg.Sandbox {
 		bundle, err := os.Getwd()
 		if err != nil {
@@ -97,11 +97,14 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		spec, netns, ready, sidecarReady = p.spec, p.netns, p.ready, p.sidecarReady
+		spec, netns, ready, settle, networkDone = p.spec, p.netns, p.ready, p.settle, p.networkDone
 		defer netns.Close()
 		defer ready.Close()
 	}
 	forget := func() {
+		if networkDone != nil {
+			_ = networkDone() // the teardown waits for the setup
+		}
 		if cfg.Sandbox {
 			if err := removeSandbox(cfg, r.Root, o.ID); err != nil {
 				logrus.Warn(err)
@@ -129,7 +132,7 @@ func (r *Runtime) launchFirst(o CreateOpts, createOnly bool) (int, error) {
 		preserveFDs:   o.PreserveFDs,
 		netns:         netns,
 		ready:         ready,
-		beforeRun:     sidecarReady,
+		beforeRun:     settle,
 	}
 	return l.execute()
 }

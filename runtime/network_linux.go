@@ -50,6 +50,11 @@ type sandboxNet struct {
 	proxy string
 	// joined is true when the container joined an existing sandbox.
 	joined bool
+	// networkDone waits for the network setup still running in the
+	// background (hooks.StartNetwork) and reports how it went; nil when
+	// the container joined a sandbox. It must return before the
+	// container's process runs and before the sandbox is torn down.
+	networkDone func() error
 	// sidecarReady waits for a sidecar this create started; nil when the
 	// sandbox has none or it was running already.
 	sidecarReady func() error
@@ -129,7 +134,7 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 		// (pinning one here cost about 2 ms of every start).
 	}
 
-	n, err := hooks.SetupNetwork(hooks.NetworkSpec{
+	n, networkDone, err := hooks.StartNetwork(hooks.NetworkSpec{
 		Dir:          netDir,
 		OuterNetNS:   outer,
 		Pool:         cfg.AddressPool,
@@ -146,6 +151,7 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 		return nil, fmt.Errorf("network sandbox: %w", err)
 	}
 	undo = append(undo, func() {
+		_ = networkDone() // it undid its own part on error
 		if err := hooks.TeardownNetwork(netDir); err != nil {
 			logrus.Warnf("undo network sandbox: %v", err)
 		}
@@ -159,7 +165,7 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 			logrus.Warnf("sandbox network namespace: %v", err)
 		}
 	}
-	sn := &sandboxNet{dir: netDir, inode: n.InnerInode}
+	sn := &sandboxNet{dir: netDir, inode: n.InnerInode, networkDone: networkDone}
 	if egress {
 		sc := &control.Config{
 			Sandbox:      req.ID,
@@ -212,6 +218,25 @@ func joinNetwork(cfg *policy.Config, dir, key, id string) (*sandboxNet, error) {
 		sn.proxy = "http://" + n.Proxy.String()
 	}
 	return sn, addMember(cfg, sn, key, id)
+}
+
+// settle is what the container's process waits for: the rest of the
+// network setup, then the sidecar. nil when there is nothing to wait for.
+func (sn *sandboxNet) settle() func() error {
+	if sn.networkDone == nil && sn.sidecarReady == nil {
+		return nil
+	}
+	return func() error {
+		if sn.networkDone != nil {
+			if err := sn.networkDone(); err != nil {
+				return fmt.Errorf("network sandbox: %w", err)
+			}
+		}
+		if sn.sidecarReady != nil {
+			return sn.sidecarReady()
+		}
+		return nil
+	}
 }
 
 // addMember records the container in the sandbox, indexes its id and

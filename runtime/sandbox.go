@@ -43,11 +43,14 @@ type prepared struct {
 	netns *os.File
 	// ready is the write end of the start-readiness FIFO, for the init.
 	ready *os.File
-	// sidecarReady waits for the sandbox's sidecar, started by this create
-	// and coming up while libcontainer creates the container; the
-	// container's process may not run before it returns nil. nil: nothing
-	// to wait for.
-	sidecarReady func() error
+	// settle waits for what comes up while libcontainer creates the
+	// container: the rest of the network setup and the sandbox's sidecar,
+	// started by this create. The container's process may not run before
+	// it returns nil. nil: nothing to wait for.
+	settle func() error
+	// networkDone waits for the network setup alone; the sandbox may not
+	// be torn down before it returns. nil: nothing to wait for.
+	networkDone func() error
 }
 
 // prepareSandbox turns the engine's spec into the spec libcontainer runs:
@@ -135,6 +138,9 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 	defer func() {
 		if retErr != nil {
 			sn.inner.Close()
+			if sn.networkDone != nil {
+				_ = sn.networkDone() // it undid its own part on error
+			}
 			if err := leaveNetwork(req.Config, sn.dir, key, req.ID); err != nil {
 				logrus.Warnf("undo network sandbox: %v", err)
 			}
@@ -173,7 +179,7 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 		return nil, err
 	}
 	logrus.WithFields(logrus.Fields{"id": req.ID, "policy": res.Description, "network": sn.dir}).Debug("sandbox prepared")
-	return &prepared{spec: out, netns: sn.inner, ready: ready, sidecarReady: sn.sidecarReady}, nil
+	return &prepared{spec: out, netns: sn.inner, ready: ready, settle: sn.settle(), networkDone: sn.networkDone}, nil
 }
 
 // networkLink, in a container's sandbox directory, names the network
