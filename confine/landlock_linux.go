@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/moatsandbox/moat/policy"
+	"github.com/moatsandbox/moat/policy/plan"
 )
 
 // MinHardABI is the Landlock ABI hard_requirement insists on: 2, which adds
@@ -89,12 +88,12 @@ type landlockRule struct {
 // (no plan, or best_effort on a kernel without Landlock, with a finding).
 // prog is the resolved program about to run; extra rules for it come from
 // the plan's EntrypointInterpreter flag.
-func prepareLandlock(plan *policy.Plan, prog string, warn func(string)) (*landlockRuleset, error) {
-	if plan == nil {
+func prepareLandlock(ll *plan.Plan, prog string, warn func(string)) (*landlockRuleset, error) {
+	if ll == nil {
 		warn("WARNING: the plan has no Landlock section; the filesystem is NOT confined")
 		return nil, nil
 	}
-	hard := plan.Compatibility == policy.HardRequirement
+	hard := ll.Compatibility == plan.HardRequirement
 	abi, err := LandlockABI()
 	if err != nil || abi < 1 {
 		if hard {
@@ -107,11 +106,11 @@ func prepareLandlock(plan *policy.Plan, prog string, warn func(string)) (*landlo
 		return nil, fmt.Errorf("landlock: hard_requirement needs Landlock ABI %d, the kernel has %d", MinHardABI, abi)
 	}
 
-	rules := plan.Rules
-	if plan.EntrypointInterpreter && prog != "" {
+	rules := ll.Rules
+	if ll.EntrypointInterpreter && prog != "" {
 		rules = append(rules, entrypointRules(rules, prog)...)
 	}
-	if plan.GPUDevices {
+	if ll.GPUDevices {
 		rules = append(rules, gpuDeviceRules()...)
 	}
 	if len(rules) == 0 {
@@ -164,7 +163,7 @@ func prepareLandlock(plan *policy.Plan, prog string, warn func(string)) (*landlo
 	unix.CloseOnExec(rs.fd)
 	for _, o := range opened {
 		allowed := handled
-		if o.access == policy.AccessRO {
+		if o.access == plan.AccessRO {
 			allowed = llRO
 		}
 		if !o.isDir {
@@ -196,7 +195,7 @@ func (rs *landlockRuleset) restrict() error {
 }
 
 func accessName(access string) string {
-	if access == policy.AccessRW {
+	if access == plan.AccessRW {
 		return "read_write"
 	}
 	return "read_only"
@@ -204,18 +203,18 @@ func accessName(access string) string {
 
 // entrypointRules adds the program and, for a `#!` script, its interpreter,
 // read-only and optional, unless a rule already covers them.
-func entrypointRules(rules []policy.PlanRule, prog string) []policy.PlanRule {
-	var out []policy.PlanRule
+func entrypointRules(rules []plan.PlanRule, prog string) []plan.PlanRule {
+	var out []plan.PlanRule
 	for _, p := range []string{prog, interpreterOf(prog)} {
 		if p == "" || coveredBy(rules, p) {
 			continue
 		}
-		out = append(out, policy.PlanRule{Path: p, Access: policy.AccessRO, Optional: true, Origin: policy.OriginEntrypoint})
+		out = append(out, plan.PlanRule{Path: p, Access: plan.AccessRO, Optional: true, Origin: plan.OriginEntrypoint})
 	}
 	return out
 }
 
-func coveredBy(rules []policy.PlanRule, path string) bool {
+func coveredBy(rules []plan.PlanRule, path string) bool {
 	for _, r := range rules {
 		if r.Path == "/" || path == r.Path || strings.HasPrefix(path, r.Path+"/") {
 			return true
@@ -248,18 +247,32 @@ func interpreterOf(prog string) string {
 	return filepath.Clean(fields[0])
 }
 
-var nvidiaDevice = regexp.MustCompile(`^nvidia[0-9]+$`)
+// isNvidiaDevice reports whether name matches nvidia[0-9]+, an NVIDIA GPU's
+// device node (not nvidiactl, nvidia-uvm and the like). No regexp: moat-init
+// does not link the package.
+func isNvidiaDevice(name string) bool {
+	n, ok := strings.CutPrefix(name, "nvidia")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range []byte(n) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // gpuDeviceRules adds every /dev/nvidiaN present now, read-write.
-func gpuDeviceRules() []policy.PlanRule {
+func gpuDeviceRules() []plan.PlanRule {
 	entries, err := os.ReadDir("/dev")
 	if err != nil {
 		return nil
 	}
-	var out []policy.PlanRule
+	var out []plan.PlanRule
 	for _, e := range entries {
-		if nvidiaDevice.MatchString(e.Name()) {
-			out = append(out, policy.PlanRule{Path: "/dev/" + e.Name(), Access: policy.AccessRW, Optional: true, Origin: policy.OriginGPU})
+		if isNvidiaDevice(e.Name()) {
+			out = append(out, plan.PlanRule{Path: "/dev/" + e.Name(), Access: plan.AccessRW, Optional: true, Origin: plan.OriginGPU})
 		}
 	}
 	return out

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/moatsandbox/moat/policy"
+	"github.com/moatsandbox/moat/policy/plan"
 )
 
 // Paths inside the container. The runtime bind-mounts moat-init and the plan
@@ -24,8 +24,8 @@ const PlanVersion = 1
 
 // Init modes (the values of the dev.moat.init annotation).
 const (
-	ModeReap = policy.InitReap // fork the program, forward signals, reap orphans
-	ModeExec = policy.InitExec // exec the program: it becomes PID 1
+	ModeReap = plan.InitReap // fork the program, forward signals, reap orphans
+	ModeExec = plan.InitExec // exec the program: it becomes PID 1
 )
 
 // Plan is everything moat-init applies, decided by `moat create` and written
@@ -54,7 +54,7 @@ type Plan struct {
 
 	// Landlock is the filesystem ruleset (policy.LandlockPlan). nil means
 	// no Landlock at all (moat-init says so loudly on stderr).
-	Landlock *policy.Plan `json:"landlock,omitempty"`
+	Landlock *plan.Plan `json:"landlock,omitempty"`
 
 	// Seccomp holds classic BPF programs in load order: the container's own
 	// profile compiled at create time (if the spec has one), then moat's
@@ -145,12 +145,12 @@ func (p *Plan) Validate() error {
 	}
 	if p.Landlock != nil {
 		switch p.Landlock.Compatibility {
-		case "", policy.BestEffort, policy.HardRequirement:
+		case "", plan.BestEffort, plan.HardRequirement:
 		default:
 			return fmt.Errorf("plan: unknown landlock compatibility %q", p.Landlock.Compatibility)
 		}
 		for _, r := range p.Landlock.Rules {
-			if r.Access != policy.AccessRO && r.Access != policy.AccessRW {
+			if r.Access != plan.AccessRO && r.Access != plan.AccessRW {
 				return fmt.Errorf("plan: landlock rule %s: unknown access %q", r.Path, r.Access)
 			}
 			if !strings.HasPrefix(r.Path, "/") {

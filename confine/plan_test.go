@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moatsandbox/moat/policy"
+	"github.com/moatsandbox/moat/policy/plan"
 )
 
 func TestPlanRoundTripAndValidate(t *testing.T) {
@@ -18,7 +18,7 @@ func TestPlanRoundTripAndValidate(t *testing.T) {
 	p := &Plan{
 		Version: PlanVersion, Mode: ModeExec,
 		NetNS:        &NetNS{FD: 3, Inode: 4026532000},
-		Landlock:     &policy.Plan{Compatibility: policy.HardRequirement, Rules: []policy.PlanRule{{Path: "/usr", Access: policy.AccessRO}}},
+		Landlock:     &plan.Plan{Compatibility: plan.HardRequirement, Rules: []plan.PlanRule{{Path: "/usr", Access: plan.AccessRO}}},
 		Seccomp:      []SeccompProgram{moat},
 		Identity:     Identity{UID: 1000, GID: 1000, AdditionalGids: []uint32{44}, Username: "sandbox", Home: "/home/sandbox"},
 		Capabilities: &Capabilities{Bounding: []string{"CAP_NET_BIND_SERVICE"}},

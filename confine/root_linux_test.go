@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/moatsandbox/moat/policy"
+	"github.com/moatsandbox/moat/policy/plan"
 )
 
 // The root tests build cmd/moat-init and testdata/helper (CGO_ENABLED=0) and
@@ -106,24 +106,24 @@ func scratch(t *testing.T, name string, uid, gid int) string {
 }
 
 // basePlan runs as the test user with nothing but system paths readable.
-func basePlan(t *testing.T, extra ...policy.PlanRule) *Plan {
+func basePlan(t *testing.T, extra ...plan.PlanRule) *Plan {
 	t.Helper()
 	moat, err := MoatFilter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules := []policy.PlanRule{
-		{Path: "/usr", Access: policy.AccessRO}, {Path: "/etc", Access: policy.AccessRO},
-		{Path: "/proc", Access: policy.AccessRO},
-		{Path: "/bin", Access: policy.AccessRO, Optional: true}, {Path: "/lib", Access: policy.AccessRO, Optional: true},
-		{Path: "/lib64", Access: policy.AccessRO, Optional: true}, {Path: "/sbin", Access: policy.AccessRO, Optional: true},
-		{Path: "/dev/null", Access: policy.AccessRW},
-		{Path: filepath.Dir(rootEnv.helper), Access: policy.AccessRO},
+	rules := []plan.PlanRule{
+		{Path: "/usr", Access: plan.AccessRO}, {Path: "/etc", Access: plan.AccessRO},
+		{Path: "/proc", Access: plan.AccessRO},
+		{Path: "/bin", Access: plan.AccessRO, Optional: true}, {Path: "/lib", Access: plan.AccessRO, Optional: true},
+		{Path: "/lib64", Access: plan.AccessRO, Optional: true}, {Path: "/sbin", Access: plan.AccessRO, Optional: true},
+		{Path: "/dev/null", Access: plan.AccessRW},
+		{Path: filepath.Dir(rootEnv.helper), Access: plan.AccessRO},
 	}
 	return &Plan{
 		Version:  PlanVersion,
 		Mode:     ModeReap,
-		Landlock: &policy.Plan{Compatibility: policy.BestEffort, Rules: append(rules, extra...)},
+		Landlock: &plan.Plan{Compatibility: plan.BestEffort, Rules: append(rules, extra...)},
 		Seccomp:  []SeccompProgram{moat},
 		Identity: Identity{UID: testUID, GID: testGID},
 	}
@@ -222,8 +222,8 @@ func TestRootLandlock(t *testing.T) {
 	_ = os.Remove(ro + "/x")
 
 	plan := basePlan(t,
-		policy.PlanRule{Path: ro, Access: policy.AccessRO},
-		policy.PlanRule{Path: rw, Access: policy.AccessRW},
+		plan.PlanRule{Path: ro, Access: plan.AccessRO},
+		plan.PlanRule{Path: rw, Access: plan.AccessRW},
 	)
 	for _, c := range []struct {
 		args []string
@@ -250,7 +250,7 @@ func TestRootLandlock(t *testing.T) {
 func TestRootLandlockModes(t *testing.T) {
 	requireRoot(t)
 	missing := "/nonexistent-moat-confine-test"
-	policyRule := policy.PlanRule{Path: missing, Access: policy.AccessRO, Origin: policy.OriginPolicy}
+	policyRule := plan.PlanRule{Path: missing, Access: plan.AccessRO, Origin: plan.OriginPolicy}
 
 	best := basePlan(t, policyRule)
 	r := runInit(t, best, []string{rootEnv.helper, "read", "/etc/hostname"}, nil)
@@ -263,15 +263,15 @@ func TestRootLandlockModes(t *testing.T) {
 	}
 
 	hard := basePlan(t, policyRule)
-	hard.Landlock.Compatibility = policy.HardRequirement
+	hard.Landlock.Compatibility = plan.HardRequirement
 	r = runInit(t, hard, []string{rootEnv.helper, "read", "/etc/hostname"}, nil)
 	if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "hard_requirement") || !strings.Contains(r.stderr, missing) {
 		t.Errorf("hard_requirement with a missing path: want exit 1 before the program runs, got %v", r)
 	}
 
 	// Derived (optional) rules are skipped silently, even under hard_requirement.
-	quiet := basePlan(t, policy.PlanRule{Path: missing, Access: policy.AccessRW, Optional: true, Origin: policy.OriginBaseline})
-	quiet.Landlock.Compatibility = policy.HardRequirement
+	quiet := basePlan(t, plan.PlanRule{Path: missing, Access: plan.AccessRW, Optional: true, Origin: plan.OriginBaseline})
+	quiet.Landlock.Compatibility = plan.HardRequirement
 	r = runInit(t, quiet, []string{rootEnv.helper, "read", "/etc/hostname"}, nil)
 	if r.code != 0 || r.stderr != "" {
 		t.Errorf("hard_requirement with a missing optional path: %v", r)

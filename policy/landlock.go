@@ -7,26 +7,23 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/moatsandbox/moat/policy/plan"
 )
 
-// Plan access levels. Read-only is Landlock's execute, read-file and
-// read-dir rights (OpenShell's `from_read`); read-write is every
-// filesystem right the kernel's ABI knows (OpenShell's `from_all`).
+// Plan access levels and rule origins (see package plan).
 const (
-	AccessRO = "ro"
-	AccessRW = "rw"
-)
+	AccessRO = plan.AccessRO
+	AccessRW = plan.AccessRW
 
-// Origins of plan rules: why a path is in the plan.
-const (
-	OriginPolicy     = "policy"     // listed in filesystem_policy
-	OriginWorkdir    = "workdir"    // include_workdir: the spec's process.cwd
-	OriginBaseline   = "baseline"   // OpenShell's baseline paths
-	OriginSystem     = "system"     // /bin, /sbin, /lib64
-	OriginEntrypoint = "entrypoint" // the spec's process.args[0]
-	OriginMount      = "mount"      // a mount in the spec
-	OriginDevice     = "device"     // a standard device node or a spec device
-	OriginGPU        = "gpu"        // NVIDIA device nodes and files
+	OriginPolicy     = plan.OriginPolicy
+	OriginWorkdir    = plan.OriginWorkdir
+	OriginBaseline   = plan.OriginBaseline
+	OriginSystem     = plan.OriginSystem
+	OriginEntrypoint = plan.OriginEntrypoint
+	OriginMount      = plan.OriginMount
+	OriginDevice     = plan.OriginDevice
+	OriginGPU        = plan.OriginGPU
 )
 
 // Finding severities.
@@ -51,43 +48,12 @@ func (f Finding) String() string {
 	return f.Severity + ": " + f.Path + ": " + f.Message
 }
 
-// Plan is the Landlock ruleset moat-init applies inside the container. It is
-// written as JSON next to moat-init and read there; moat-init opens every
-// rule's path (before dropping privileges), adds it with the rule's rights
-// and restricts itself.
-type Plan struct {
-	// Compatibility is best_effort or hard_requirement. Under
-	// hard_requirement a rule whose path cannot be opened, or a kernel
-	// without the needed Landlock ABI, fails the start; under best_effort
-	// such rules are skipped and logged.
-	Compatibility string `json:"compatibility"`
-	// Rules, sorted by path, one per path.
-	Rules []PlanRule `json:"rules"`
-	// EntrypointInterpreter asks moat-init to resolve the program it is
-	// about to execute the way execve and the shell would (a name without
-	// a slash is looked up in PATH), add that file read-only unless a rule
-	// already covers it, and, when the file starts with `#!`, add the
-	// interpreter named on that line read-only too. Both are optional rules.
-	// A plan cannot know this in advance: it is made without reading the
-	// container's filesystem, and `moat exec` runs other programs under
-	// the same plan.
-	EntrypointInterpreter bool `json:"entrypoint_interpreter,omitempty"`
-	// GPUDevices asks moat-init to add, read-write and optional, every
-	// /dev/nvidia[0-9]+ present in the container at start: the NVIDIA
-	// container hook creates device nodes that the spec does not list.
-	GPUDevices bool `json:"gpu_devices,omitempty"`
-}
+// Plan is the Landlock ruleset moat-init applies inside the container
+// (plan.Plan).
+type Plan = plan.Plan
 
-// PlanRule grants rights on a path and everything beneath it.
-type PlanRule struct {
-	Path   string `json:"path"`
-	Access string `json:"access"` // ro or rw
-	// Optional rules are skipped silently when the path does not exist,
-	// even under hard_requirement. Paths the policy lists are never
-	// optional; baseline and spec-derived paths always are.
-	Optional bool   `json:"optional,omitempty"`
-	Origin   string `json:"origin,omitempty"`
-}
+// PlanRule grants rights on a path and everything beneath it (plan.PlanRule).
+type PlanRule = plan.PlanRule
 
 // PlanOptions adds what the spec alone does not tell.
 type PlanOptions struct {
@@ -173,15 +139,15 @@ func LandlockPlan(p *Policy, spec *specs.Spec, opts PlanOptions) (*Plan, []Findi
 		b.derived(path, AccessRW, OriginBaseline)
 	}
 
-	plan := &Plan{Compatibility: BestEffort, Rules: b.rules(), GPUDevices: b.gpu}
+	out := &Plan{Compatibility: BestEffort, Rules: b.rules(), GPUDevices: b.gpu}
 	if p != nil && p.Landlock.Hard() {
-		plan.Compatibility = HardRequirement
+		out.Compatibility = HardRequirement
 	}
 	if spec != nil && spec.Process != nil && len(spec.Process.Args) > 0 {
-		plan.EntrypointInterpreter = true
+		out.EntrypointInterpreter = true
 	}
 	slices.SortStableFunc(b.findings, func(a, b Finding) int { return strings.Compare(a.Path, b.Path) })
-	return plan, b.findings, nil
+	return out, b.findings, nil
 }
 
 // planPath collects what every source asks for one path.

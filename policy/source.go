@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/moatsandbox/moat/policy/plan"
 )
 
 // Annotations moat reads from the OCI spec (Kubernetes users pass them
@@ -233,14 +235,10 @@ func AnnotatedPorts(annotations map[string]string) ([]uint16, error) {
 	return ports, nil
 }
 
-// Init modes of moat-init (dev.moat.init).
+// Init modes of moat-init (dev.moat.init; see package plan).
 const (
-	// InitReap runs the program as a child and reaps orphans, as tini
-	// does (the default).
-	InitReap = "reap"
-	// InitExec makes the program itself PID 1, for images that bring
-	// their own init.
-	InitExec = "exec"
+	InitReap = plan.InitReap // the program runs as a child; orphans are reaped (the default)
+	InitExec = plan.InitExec // the program itself is PID 1
 )
 
 // ParseInitMode checks a dev.moat.init value; "" is the default, reap.

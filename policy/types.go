@@ -10,15 +10,19 @@
 // runtime binary, which every container start executes, stays small.
 package policy
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/moatsandbox/moat/policy/plan"
+)
 
 // Version is the only policy schema version moat (and OpenShell) accepts.
 const Version = 1
 
-// Landlock compatibility modes.
+// Landlock compatibility modes (see package plan).
 const (
-	BestEffort      = "best_effort"
-	HardRequirement = "hard_requirement"
+	BestEffort      = plan.BestEffort
+	HardRequirement = plan.HardRequirement
 )
 
 // Endpoint enforcement modes. An endpoint without `enforcement` audits.
