@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -584,9 +585,13 @@ func children(parent int) map[int]string {
 
 func TestRootSignalForwarding(t *testing.T) {
 	requireRoot(t)
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGWINCH} {
+	// 37 is SIGRTMIN+3, which systemd in a container takes as "halt".
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGWINCH, 37} {
 		t.Run(sig.String(), func(t *testing.T) {
 			name := strings.TrimPrefix(unix.SignalName(sig), "SIG")
+			if name == "" {
+				name = strconv.Itoa(int(sig))
+			}
 			script := fmt.Sprintf(`trap 'echo got-%s; exit 42' %s; echo ready; while :; do sleep 0.05; done`, name, name)
 			out := &syncBuffer{}
 			cmd := startInit(t, basePlan(t), []string{"sh", "-c", script}, func(c *exec.Cmd) {
@@ -597,6 +602,9 @@ func TestRootSignalForwarding(t *testing.T) {
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
+			// A signal not forwarded leaves the program running.
+			kill := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
+			defer kill.Stop()
 			r := finish(t, cmd, cmd.Wait())
 			if r.code != 42 || !strings.Contains(out.String(), "got-"+name) {
 				t.Errorf("%s to moat-init (PID 1): want the program's trap and exit 42, got exit %d, stdout %q, stderr %q", sig, r.code, out.String(), r.stderr)
