@@ -425,6 +425,39 @@ func TestCRIPodSandbox(t *testing.T) {
 	e.checkDenials(t, cid, 2)
 	e.checkDenials(t, pod, 2)
 
+	// A pod on the host's network (hostNetwork): the pause container's
+	// sandbox hangs off the host's netns, and its container joins it: the
+	// CRI gives a pod's containers the pause process's /proc/PID/ns/net
+	// even then, which is that sandbox's inner netns.
+	hostNet := map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}} // NODE
+	hostPodJSON := writeJSON("hostpod.json", map[string]any{
+		"metadata":      map[string]any{"name": "moat-host-pod", "namespace": "moat-e2e", "uid": fmt.Sprintf("moat-e2e-host-%d", time.Now().UnixNano()), "attempt": 0},
+		"log_directory": filepath.Join(dir, "host-pod-logs"),
+		"annotations":   map[string]string{"dev.moat.policy": podPolicy},
+		"linux":         hostNet,
+	})
+	hostAgentJSON := writeJSON("hostagent.json", map[string]any{
+		"metadata": map[string]any{"name": "host-agent"},
+		"image":    map[string]any{"image": busyboxRef},
+		"command":  []string{"sleep", "300"},
+		"log_path": "host-agent.log",
+		"linux":    hostNet,
+	})
+	hostPod := mustCR("runp", "--runtime", "moat", hostPodJSON)
+	hostCid := mustCR("create", hostPod, hostAgentJSON, hostPodJSON)
+	mustCR("start", hostCid)
+	hostPodState, hostAgentState := engineState(t, e.bin, root, e.config, hostPod), engineState(t, e.bin, root, e.config, hostCid)
+	hostSidecar := sidecarPIDOf(t, hostPodState)
+	podIno, err1 := netnsInode(fmt.Sprintf("/proc/%d/ns/net", hostPodState.Pid))
+	agentIno, err2 := netnsInode(fmt.Sprintf("/proc/%d/ns/net", hostAgentState.Pid))
+	if err1 != nil || err2 != nil || podIno != agentIno || sidecarPIDOf(t, hostAgentState) != hostSidecar {
+		t.Errorf("hostNetwork pod: its container (netns %d, %v, annotations %v) is not in its pause container's sandbox (netns %d, %v, annotations %v)",
+			agentIno, err2, hostAgentState.Annotations, podIno, err1, hostPodState.Annotations)
+	}
+	mustCR("stopp", hostPod)
+	mustCR("rmp", hostPod)
+	waitGone(t, hostSidecar, "the hostNetwork pod's sidecar")
+
 	mustCR("stopp", pod)
 	mustCR("rmp", pod)
 	waitGone(t, sidecar, "the sidecar")
