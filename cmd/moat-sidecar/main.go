@@ -3,6 +3,14 @@
 // here; `moat policy check` forwards to it. `moat create` starts one
 // `moat-sidecar serve` per sandbox, inside the sandbox's outer network
 // namespace (package sidecar).
+//
+// The Go runtime's reading of the cgroup CPU limit at start (Go 1.25's
+// container-aware GOMAXPROCS: four files opened and read, about 0.5 ms of
+// every start on the test VM) is switched off below: the sidecar sets its own
+// GOMAXPROCS (one) once it is ready.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (

@@ -10,6 +10,14 @@
 // commands that need the policy engine (`moat policy check`) are served by
 // moat-sidecar. The container commands are thin: each maps its flags onto
 // one call into package runtime, the only package importing libcontainer.
+//
+// The Go runtime's reading of the cgroup CPU limit at start (Go 1.25's
+// container-aware GOMAXPROCS: four files opened and read, about 0.5 ms of
+// every start on the test VM) is switched off below: each moat command lives
+// for milliseconds, too short for the limit to matter.
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (
