@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -44,14 +43,6 @@ func planCapSets(c *Capabilities) (capSets, error) {
 	return s, nil
 }
 
-func allThreadsPrctl(option, arg2, arg3 uintptr) error {
-	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, option, arg2, arg3)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 // lastCap is the highest capability the kernel knows, probed with
 // PR_CAPBSET_READ (which answers EINVAL past it) so that no /proc is needed
 // after Landlock.
@@ -75,13 +66,11 @@ type capData struct {
 	effective, permitted, inheritable uint32
 }
 
-// dropIdentity switches every thread to the planned user and capabilities,
-// in runc's order: bounding set, keep-caps, groups, gid, uid, clear
-// keep-caps, capset, ambient.
-//
-// execThreadOnly drops the bounding set on the calling thread only (see
-// below); Harden, for processes that never exec, drops it on every thread.
-func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
+// dropIdentity switches the threads t names to the planned user and
+// capabilities, in runc's order: bounding set, keep-caps, groups, gid,
+// uid, clear keep-caps, capset, ambient. The bounding set changes on the
+// calling thread alone whatever t says (see below).
+func dropIdentity(id Identity, caps *Capabilities, t threads) error {
 	sets, err := planCapSets(caps)
 	if err != nil {
 		return err
@@ -90,20 +79,14 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 	// thread (locked, the one that execs or forks the program) ever execs,
 	// so it is dropped here alone: one prctl per capability rather than
 	// one stop-the-world round over every Go thread per capability, which
-	// cost tens of milliseconds per start. Every other set changes on
-	// every thread below.
+	// cost tens of milliseconds per start. Every other set changes on the
+	// threads t names below.
 	last := lastCap()
 	for c := 0; c <= last; c++ {
 		if sets.bounding&(1<<uint(c)) != 0 {
 			continue
 		}
-		var err error
-		if execThreadOnly {
-			err = unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
-		} else {
-			err = allThreadsPrctl(unix.PR_CAPBSET_DROP, uintptr(c), 0)
-		}
-		if err != nil {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
 			return fmt.Errorf("drop %s from the bounding set: %w", capName(c), err)
 		}
 	}
@@ -119,29 +102,29 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 	}
 	uidChanges := !cur.uidsAre(id.UID)
 	if uidChanges {
-		if err := allThreadsPrctl(unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
+		if err := t.prctl(unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
 			return fmt.Errorf("set keep-caps: %w", err)
 		}
 	}
 	if !slices.Equal(cur.groups, sortedGroups(id.AdditionalGids)) {
-		gids := make([]int, len(id.AdditionalGids))
-		for i, g := range id.AdditionalGids {
-			gids[i] = int(g)
+		var list uintptr
+		if len(id.AdditionalGids) > 0 {
+			list = uintptr(unsafe.Pointer(&id.AdditionalGids[0]))
 		}
-		if err := syscall.Setgroups(gids); err != nil {
-			return fmt.Errorf("setgroups %v: %w", id.AdditionalGids, err)
+		if errno := t.syscall(unix.SYS_SETGROUPS, uintptr(len(id.AdditionalGids)), list, 0); errno != 0 {
+			return fmt.Errorf("setgroups %v: %w", id.AdditionalGids, errno)
 		}
 	}
 	if !cur.gidsAre(id.GID) {
-		if err := syscall.Setgid(int(id.GID)); err != nil {
-			return fmt.Errorf("setgid %d: %w", id.GID, err)
+		if errno := t.syscall(unix.SYS_SETGID, uintptr(id.GID), 0, 0); errno != 0 {
+			return fmt.Errorf("setgid %d: %w", id.GID, errno)
 		}
 	}
 	if uidChanges {
-		if err := syscall.Setuid(int(id.UID)); err != nil {
-			return fmt.Errorf("setuid %d: %w", id.UID, err)
+		if errno := t.syscall(unix.SYS_SETUID, uintptr(id.UID), 0, 0); errno != 0 {
+			return fmt.Errorf("setuid %d: %w", id.UID, errno)
 		}
-		if err := allThreadsPrctl(unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
+		if err := t.prctl(unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
 			return fmt.Errorf("clear keep-caps: %w", err)
 		}
 	}
@@ -155,7 +138,7 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 			{uint32(sets.effective), uint32(sets.permitted), uint32(sets.inheritable)},
 			{uint32(sets.effective >> 32), uint32(sets.permitted >> 32), uint32(sets.inheritable >> 32)},
 		}
-		if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(data)), 0); errno != 0 {
+		if errno := t.syscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(data)), 0); errno != 0 {
 			return fmt.Errorf("capset (effective %v, permitted %v, inheritable %v): %w",
 				CapNames(sets.effective), CapNames(sets.permitted), CapNames(sets.inheritable), errno)
 		}
@@ -166,7 +149,7 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 	// The ambient set: cleared when it holds anything the plan does not,
 	// then raised.
 	if ambient&^sets.ambient != 0 {
-		if err := allThreadsPrctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		if err := t.prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("clear ambient capabilities: %w", err)
 		}
 		ambient = 0
@@ -175,7 +158,7 @@ func dropIdentity(id Identity, caps *Capabilities, execThreadOnly bool) error {
 		if sets.ambient&(1<<uint(c)) == 0 || ambient&(1<<uint(c)) != 0 {
 			continue
 		}
-		if err := allThreadsPrctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c)); err != nil {
+		if err := t.prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c)); err != nil {
 			return fmt.Errorf("raise ambient %s: %w", capName(c), err)
 		}
 	}
@@ -268,9 +251,9 @@ func capName(c int) string {
 	return fmt.Sprintf("capability %d", c)
 }
 
-// setNoNewPrivs sets no_new_privs on every thread.
-func setNoNewPrivs() error {
-	if err := allThreadsPrctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+// setNoNewPrivs sets no_new_privs on the threads t names.
+func setNoNewPrivs(t threads) error {
+	if err := t.prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("set no_new_privs: %w (moat-init must be built with CGO_ENABLED=0)", err)
 		}

@@ -181,11 +181,11 @@ func prepareLandlock(ll *plan.Plan, prog string, warn func(string)) (*landlockRu
 	return rs, nil
 }
 
-// restrict enforces the ruleset on every thread of the process. It needs
+// restrict enforces the ruleset on the threads t names. It needs
 // no_new_privs or CAP_SYS_ADMIN (moat-init has one of them at this point).
-func (rs *landlockRuleset) restrict() error {
+func (rs *landlockRuleset) restrict(t threads) error {
 	defer unix.Close(rs.fd)
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(rs.fd), 0, 0); errno != 0 {
+	if errno := t.syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(rs.fd), 0, 0); errno != 0 {
 		if errno == unix.EPERM {
 			return fmt.Errorf("landlock_restrict_self: %w (needs no_new_privs or CAP_SYS_ADMIN)", errno)
 		}

@@ -4,16 +4,15 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// joinNetNS moves every thread into the planned network namespace, closes
+// joinNetNS moves the threads t names into the planned network namespace, closes
 // the fd it came from (the program must not inherit it) and checks that the
 // thread's namespace now has the planned inode. Any mismatch fails the
 // start: running the program in the wrong namespace would bypass the proxy.
-func joinNetNS(ns *NetNS) error {
+func joinNetNS(ns *NetNS, t threads) error {
 	fd := ns.FD
 	if fd == 0 {
 		var err error
@@ -29,7 +28,7 @@ func joinNetNS(ns *NetNS) error {
 	if st.Ino != ns.Inode {
 		return fmt.Errorf("netns fd %d has inode %d, the plan expects %d", fd, st.Ino, ns.Inode)
 	}
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_SETNS, uintptr(fd), unix.CLONE_NEWNET, 0); errno != 0 {
+	if errno := t.syscall(unix.SYS_SETNS, uintptr(fd), unix.CLONE_NEWNET, 0); errno != 0 {
 		return fmt.Errorf("setns into the sandbox network namespace: %w", errno)
 	}
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {

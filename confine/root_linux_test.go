@@ -198,53 +198,65 @@ func helperResult(t *testing.T, plan *Plan, args ...string) string {
 
 func TestRootLandlock(t *testing.T) {
 	requireRoot(t)
-	owned := scratch(t, "owned-unlisted", testUID, testGID)
-	ro := scratch(t, "owned-readonly", testUID, testGID)
-	rw := scratch(t, "readwrite", testUID, testGID)
-	outside := scratch(t, "outside", 0, 0)
-	secret := filepath.Join(outside, "world-readable")
-	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ro, "file"), []byte("data"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	// Without Landlock the test user can write where it owns and read
-	// the world-readable file: the denials below are Landlock's.
-	open := basePlan(t)
-	open.Landlock = nil
-	for _, c := range [][]string{{"write", owned + "/x"}, {"write", ro + "/x"}, {"read", secret}} {
-		if got := helperResult(t, open, c...); got != "OK" {
-			t.Fatalf("without Landlock, %v: %s", c, got)
+	inBothModes(t, func(t *testing.T, mode string) {
+		owned := scratch(t, "owned-unlisted", testUID, testGID)
+		ro := scratch(t, "owned-readonly", testUID, testGID)
+		rw := scratch(t, "readwrite", testUID, testGID)
+		outside := scratch(t, "outside", 0, 0)
+		secret := filepath.Join(outside, "world-readable")
+		if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	}
-	_ = os.Remove(owned + "/x")
-	_ = os.Remove(ro + "/x")
-
-	plan := basePlan(t,
-		plan.PlanRule{Path: ro, Access: plan.AccessRO},
-		plan.PlanRule{Path: rw, Access: plan.AccessRW},
-	)
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"write", owned + "/x"}, "EACCES"},
-		{[]string{"write", ro + "/x"}, "EACCES"},
-		{[]string{"read", ro + "/file"}, "OK"},
-		{[]string{"write", rw + "/x"}, "OK"},
-		{[]string{"read", rw + "/x"}, "OK"},
-		{[]string{"read", secret}, "EACCES"},
-		{[]string{"write", "/dev/null"}, "OK"},
-		{[]string{"write", "/etc/moat-test-should-not-exist"}, "EACCES"},
-	} {
-		if got := helperResult(t, plan, c.args...); got != c.want {
-			t.Errorf("%v: got %s, want %s", c.args, got, c.want)
+		if err := os.WriteFile(filepath.Join(ro, "file"), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if _, err := os.Stat(owned + "/x"); err == nil {
-		t.Error("a file was created in the unlisted directory")
+
+		// Without Landlock the test user can write where it owns and read
+		// the world-readable file: the denials below are Landlock's.
+		open := basePlan(t)
+		open.Mode = mode
+		open.Landlock = nil
+		for _, c := range [][]string{{"write", owned + "/x"}, {"write", ro + "/x"}, {"read", secret}} {
+			if got := helperResult(t, open, c...); got != "OK" {
+				t.Fatalf("without Landlock, %v: %s", c, got)
+			}
+		}
+		_ = os.Remove(owned + "/x")
+		_ = os.Remove(ro + "/x")
+
+		plan := basePlan(t,
+			plan.PlanRule{Path: ro, Access: plan.AccessRO},
+			plan.PlanRule{Path: rw, Access: plan.AccessRW},
+		)
+		plan.Mode = mode
+		for _, c := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"write", owned + "/x"}, "EACCES"},
+			{[]string{"write", ro + "/x"}, "EACCES"},
+			{[]string{"read", ro + "/file"}, "OK"},
+			{[]string{"write", rw + "/x"}, "OK"},
+			{[]string{"read", rw + "/x"}, "OK"},
+			{[]string{"read", secret}, "EACCES"},
+			{[]string{"write", "/dev/null"}, "OK"},
+			{[]string{"write", "/etc/moat-test-should-not-exist"}, "EACCES"},
+		} {
+			if got := helperResult(t, plan, c.args...); got != c.want {
+				t.Errorf("%v: got %s, want %s", c.args, got, c.want)
+			}
+		}
+		if _, err := os.Stat(owned + "/x"); err == nil {
+			t.Error("a file was created in the unlisted directory")
+		}
+	})
+}
+
+// inBothModes runs test as subtests "reap" and "exec": moat-init confines
+// every thread in one and only the thread that execs in the other.
+func inBothModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{ModeReap, ModeExec} {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
 	}
 }
 
@@ -281,37 +293,40 @@ func TestRootLandlockModes(t *testing.T) {
 
 func TestRootSeccomp(t *testing.T) {
 	requireRoot(t)
-	for _, nnp := range []bool{false, true} {
-		t.Run(fmt.Sprintf("no_new_privs=%v", nnp), func(t *testing.T) {
-			plan := basePlan(t)
-			plan.NoNewPrivileges = nnp
-			for _, c := range []struct {
-				args []string
-				want string
-			}{
-				{[]string{"socket", "17", "3", "768"}, "EPERM"}, // AF_PACKET, SOCK_RAW, ETH_P_ALL
-				{[]string{"socket", "40", "1", "0"}, "EPERM"},   // AF_VSOCK
-				{[]string{"socket", "16", "3", "9"}, "EPERM"},   // AF_NETLINK, NETLINK_AUDIT
-				{[]string{"socket", "16", "3", "0"}, "OK"},      // AF_NETLINK, NETLINK_ROUTE
-				{[]string{"socket", "2", "1", "0"}, "OK"},       // AF_INET stream
-				{[]string{"socket", "10", "2", "0"}, "OK"},      // AF_INET6 datagram
-				{[]string{"ptrace"}, "EPERM"},
-				{[]string{"clone3"}, "ENOSYS"},
-				{[]string{"memfd"}, "OK"},
-				{[]string{"seccomp-filter"}, "EPERM"},
-				{[]string{"prctl-seccomp"}, "EPERM"},
-				{[]string{"setuid0"}, "EPERM"},
-			} {
-				if got := helperResult(t, plan, c.args...); got != c.want {
-					t.Errorf("%v: got %s, want %s", c.args, got, c.want)
+	inBothModes(t, func(t *testing.T, mode string) {
+		for _, nnp := range []bool{false, true} {
+			t.Run(fmt.Sprintf("no_new_privs=%v", nnp), func(t *testing.T) {
+				plan := basePlan(t)
+				plan.Mode = mode
+				plan.NoNewPrivileges = nnp
+				for _, c := range []struct {
+					args []string
+					want string
+				}{
+					{[]string{"socket", "17", "3", "768"}, "EPERM"}, // AF_PACKET, SOCK_RAW, ETH_P_ALL
+					{[]string{"socket", "40", "1", "0"}, "EPERM"},   // AF_VSOCK
+					{[]string{"socket", "16", "3", "9"}, "EPERM"},   // AF_NETLINK, NETLINK_AUDIT
+					{[]string{"socket", "16", "3", "0"}, "OK"},      // AF_NETLINK, NETLINK_ROUTE
+					{[]string{"socket", "2", "1", "0"}, "OK"},       // AF_INET stream
+					{[]string{"socket", "10", "2", "0"}, "OK"},      // AF_INET6 datagram
+					{[]string{"ptrace"}, "EPERM"},
+					{[]string{"clone3"}, "ENOSYS"},
+					{[]string{"memfd"}, "OK"},
+					{[]string{"seccomp-filter"}, "EPERM"},
+					{[]string{"prctl-seccomp"}, "EPERM"},
+					{[]string{"setuid0"}, "EPERM"},
+				} {
+					if got := helperResult(t, plan, c.args...); got != c.want {
+						t.Errorf("%v: got %s, want %s", c.args, got, c.want)
+					}
 				}
-			}
-			r := runInit(t, plan, []string{"unshare", "-U", "true"}, nil)
-			if r.code == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
-				t.Errorf("unshare -U true: want EPERM, got %v", r)
-			}
-		})
-	}
+				r := runInit(t, plan, []string{"unshare", "-U", "true"}, nil)
+				if r.code == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
+					t.Errorf("unshare -U true: want EPERM, got %v", r)
+				}
+			})
+		}
+	})
 }
 
 // TestRootSeccompBindsRoot shows the denials come from the filter: root with
@@ -369,46 +384,49 @@ func capAvailable(name string) bool {
 
 func TestRootIdentity(t *testing.T) {
 	requireRoot(t)
-	plan := basePlan(t)
-	plan.Identity = Identity{UID: testUID, GID: testGID, AdditionalGids: []uint32{61002, 61003}}
-	plan.Capabilities = &Capabilities{
-		Bounding:    []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"},
-		Effective:   []string{"CAP_NET_BIND_SERVICE"},
-		Permitted:   []string{"CAP_NET_BIND_SERVICE"},
-		Inheritable: []string{"CAP_NET_BIND_SERVICE"},
-		Ambient:     []string{"CAP_NET_BIND_SERVICE"},
-	}
-	plan.NoNewPrivileges = true
-	for _, c := range []struct{ flag, want string }{{"-u", "61000"}, {"-g", "61001"}, {"-G", "61001 61002 61003"}} {
-		r := runInit(t, plan, []string{"id", c.flag}, nil)
-		if r.code != 0 || strings.TrimSpace(r.stdout) != c.want {
-			t.Errorf("id %s: want %s, got %v", c.flag, c.want, r)
+	inBothModes(t, func(t *testing.T, mode string) {
+		plan := basePlan(t)
+		plan.Mode = mode
+		plan.Identity = Identity{UID: testUID, GID: testGID, AdditionalGids: []uint32{61002, 61003}}
+		plan.Capabilities = &Capabilities{
+			Bounding:    []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"},
+			Effective:   []string{"CAP_NET_BIND_SERVICE"},
+			Permitted:   []string{"CAP_NET_BIND_SERVICE"},
+			Inheritable: []string{"CAP_NET_BIND_SERVICE"},
+			Ambient:     []string{"CAP_NET_BIND_SERVICE"},
 		}
-	}
-	status := helperResult(t, plan, "status")
-	for _, want := range []string{
-		"Uid:\t61000\t61000\t61000\t61000", "Gid:\t61001\t61001\t61001\t61001",
-		"CapInh:\t0000000000000400", "CapPrm:\t0000000000000400", "CapEff:\t0000000000000400",
-		"CapBnd:\t0000000000000401", "CapAmb:\t0000000000000400",
-		"NoNewPrivs:\t1", "Seccomp:\t2", "Seccomp_filters:\t1",
-	} {
-		if !strings.Contains(status, want+"\n") && !strings.HasSuffix(status, want) {
-			t.Errorf("status lacks %q:\n%s", want, status)
+		plan.NoNewPrivileges = true
+		for _, c := range []struct{ flag, want string }{{"-u", "61000"}, {"-g", "61001"}, {"-G", "61001 61002 61003"}} {
+			r := runInit(t, plan, []string{"id", c.flag}, nil)
+			if r.code != 0 || strings.TrimSpace(r.stdout) != c.want {
+				t.Errorf("id %s: want %s, got %v", c.flag, c.want, r)
+			}
 		}
-	}
-	if got := helperResult(t, plan, "setuid0"); got != "EPERM" {
-		t.Errorf("setuid(0): got %s, want EPERM", got)
-	}
+		status := helperResult(t, plan, "status")
+		for _, want := range []string{
+			"Uid:\t61000\t61000\t61000\t61000", "Gid:\t61001\t61001\t61001\t61001",
+			"CapInh:\t0000000000000400", "CapPrm:\t0000000000000400", "CapEff:\t0000000000000400",
+			"CapBnd:\t0000000000000401", "CapAmb:\t0000000000000400",
+			"NoNewPrivs:\t1", "Seccomp:\t2", "Seccomp_filters:\t1",
+		} {
+			if !strings.Contains(status, want+"\n") && !strings.HasSuffix(status, want) {
+				t.Errorf("status lacks %q:\n%s", want, status)
+			}
+		}
+		if got := helperResult(t, plan, "setuid0"); got != "EPERM" {
+			t.Errorf("setuid(0): got %s, want EPERM", got)
+		}
 
-	// No capabilities and no no_new_privs: every set empty, NNP off.
-	plan.Capabilities = nil
-	plan.NoNewPrivileges = false
-	status = helperResult(t, plan, "status")
-	for _, want := range []string{"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t0"} {
-		if !strings.Contains(status, want) {
-			t.Errorf("status lacks %q:\n%s", want, status)
+		// No capabilities and no no_new_privs: every set empty, NNP off.
+		plan.Capabilities = nil
+		plan.NoNewPrivileges = false
+		status = helperResult(t, plan, "status")
+		for _, want := range []string{"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t0"} {
+			if !strings.Contains(status, want) {
+				t.Errorf("status lacks %q:\n%s", want, status)
+			}
 		}
-	}
+	})
 }
 
 // TestRootConfinesEveryThread: in reap mode moat-init stays alive beside
@@ -615,57 +633,60 @@ func TestRootSignalForwarding(t *testing.T) {
 
 func TestRootNetNS(t *testing.T) {
 	requireRoot(t)
-	holder := exec.Command("unshare", "--net", "sleep", "30")
-	if err := holder.Start(); err != nil {
-		t.Skipf("skipping: unshare --net: %v", err)
-	}
-	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
-	nsPath := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
-	var st unix.Stat_t
-	waitFor(t, func() bool {
-		var self unix.Stat_t
-		return unix.Stat(nsPath, &st) == nil && unix.Stat("/proc/self/ns/net", &self) == nil && st.Ino != self.Ino
+	inBothModes(t, func(t *testing.T, mode string) {
+		holder := exec.Command("unshare", "--net", "sleep", "30")
+		if err := holder.Start(); err != nil {
+			t.Skipf("skipping: unshare --net: %v", err)
+		}
+		t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+		nsPath := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
+		var st unix.Stat_t
+		waitFor(t, func() bool {
+			var self unix.Stat_t
+			return unix.Stat(nsPath, &st) == nil && unix.Stat("/proc/self/ns/net", &self) == nil && st.Ino != self.Ino
+		})
+		ns, err := os.Open(nsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+		withFD := func(c *exec.Cmd) { c.ExtraFiles = []*os.File{ns} } // fd 3
+
+		plan := basePlan(t)
+		plan.Mode = mode
+		plan.NetNS = &NetNS{FD: 3, Inode: st.Ino}
+		r := runInit(t, plan, []string{rootEnv.helper, "netns"}, withFD)
+		if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprint(st.Ino) {
+			t.Errorf("program's netns: want inode %d, got %v", st.Ino, r)
+		}
+		r = runInit(t, plan, []string{"sh", "-c", "readlink /proc/$$/fd/3 || echo none"}, withFD)
+		if strings.Contains(r.stdout, "net:") {
+			t.Errorf("the netns fd leaked into the program: %v", r)
+		}
+
+		// FD 0: moat-init finds the namespace among its inherited fds, here
+		// behind an unrelated one.
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer devnull.Close()
+		plan.NetNS = &NetNS{Inode: st.Ino}
+		r = runInit(t, plan, []string{rootEnv.helper, "netns"}, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{devnull, ns} })
+		if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprint(st.Ino) {
+			t.Errorf("netns found by inode: want inode %d, got %v", st.Ino, r)
+		}
+		r = runInit(t, plan, []string{rootEnv.helper, "netns"}, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{devnull} })
+		if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "no inherited fd") {
+			t.Errorf("netns fd missing: want a refusal before the program runs, got %v", r)
+		}
+
+		plan.NetNS = &NetNS{FD: 3, Inode: st.Ino + 1}
+		r = runInit(t, plan, []string{rootEnv.helper, "netns"}, withFD)
+		if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "inode") {
+			t.Errorf("wrong inode: want a refusal before the program runs, got %v", r)
+		}
 	})
-	ns, err := os.Open(nsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	withFD := func(c *exec.Cmd) { c.ExtraFiles = []*os.File{ns} } // fd 3
-
-	plan := basePlan(t)
-	plan.NetNS = &NetNS{FD: 3, Inode: st.Ino}
-	r := runInit(t, plan, []string{rootEnv.helper, "netns"}, withFD)
-	if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprint(st.Ino) {
-		t.Errorf("program's netns: want inode %d, got %v", st.Ino, r)
-	}
-	r = runInit(t, plan, []string{"sh", "-c", "readlink /proc/$$/fd/3 || echo none"}, withFD)
-	if strings.Contains(r.stdout, "net:") {
-		t.Errorf("the netns fd leaked into the program: %v", r)
-	}
-
-	// FD 0: moat-init finds the namespace among its inherited fds, here
-	// behind an unrelated one.
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devnull.Close()
-	plan.NetNS = &NetNS{Inode: st.Ino}
-	r = runInit(t, plan, []string{rootEnv.helper, "netns"}, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{devnull, ns} })
-	if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprint(st.Ino) {
-		t.Errorf("netns found by inode: want inode %d, got %v", st.Ino, r)
-	}
-	r = runInit(t, plan, []string{rootEnv.helper, "netns"}, func(c *exec.Cmd) { c.ExtraFiles = []*os.File{devnull} })
-	if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "no inherited fd") {
-		t.Errorf("netns fd missing: want a refusal before the program runs, got %v", r)
-	}
-
-	plan.NetNS = &NetNS{FD: 3, Inode: st.Ino + 1}
-	r = runInit(t, plan, []string{rootEnv.helper, "netns"}, withFD)
-	if r.code != ExitConfineFailed || r.stdout != "" || !strings.Contains(r.stderr, "inode") {
-		t.Errorf("wrong inode: want a refusal before the program runs, got %v", r)
-	}
 }
 
 // syncBuffer is a bytes.Buffer safe to read while the command writes.

@@ -7,11 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// loadSeccomp installs one program on every thread (SECCOMP_FILTER_FLAG_TSYNC).
-// Without no_new_privs the kernel wants CAP_SYS_ADMIN in the caller's
-// effective set, which is why moat-init loads the filters before it drops its
-// identity.
-func loadSeccomp(prog SeccompProgram) error {
+// loadSeccomp installs one program on the threads t names (every thread
+// with SECCOMP_FILTER_FLAG_TSYNC). Without no_new_privs the kernel wants
+// CAP_SYS_ADMIN in the caller's effective set, which is why moat-init loads
+// the filters before it drops its identity.
+func loadSeccomp(prog SeccompProgram, t threads) error {
 	raw, err := DecodeBPF(prog.Instructions)
 	if err != nil {
 		return err
@@ -21,7 +21,10 @@ func loadSeccomp(prog SeccompProgram) error {
 		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 	}
 	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	flags := uintptr(prog.Flags) | unix.SECCOMP_FILTER_FLAG_TSYNC
+	flags := uintptr(prog.Flags)
+	if t == everyThread {
+		flags |= unix.SECCOMP_FILTER_FLAG_TSYNC
+	}
 	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
 	switch {
 	case errno == unix.EACCES:
