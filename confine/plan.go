@@ -99,7 +99,7 @@ type SeccompProgram struct {
 	// "container" or "moat".
 	Name string `json:"name"`
 	// Flags are extra SECCOMP_FILTER_FLAG_* bits (LOG, SPEC_ALLOW,
-	// WAIT_KILLABLE_RECV). moat-init always adds TSYNC.
+	// WAIT_KILLABLE_RECV). moat-init adds TSYNC in reap mode.
 	Flags uint32 `json:"flags,omitempty"`
 	// Instructions are struct sock_filter entries in host byte order, 8
 	// bytes each (JSON: base64).
