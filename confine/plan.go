@@ -18,6 +18,11 @@ const (
 	PlanPath = "/.moat/plan.json"
 )
 
+// ExecFlag, before the program's arguments, makes moat-init exec the
+// program whatever the plan's mode: the runtime starts the processes of
+// `moat exec` with it.
+const ExecFlag = "--exec"
+
 // PlanVersion is the version of the Plan JSON this package writes and reads.
 // moat-init refuses a plan of another version rather than guessing.
 const PlanVersion = 1

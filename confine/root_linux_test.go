@@ -533,6 +533,14 @@ func TestRootExecModeIsPID1(t *testing.T) {
 	if f := strings.Fields(r.stdout); len(f) != 2 || f[0] == "1" || f[1] != "1" {
 		t.Errorf("reap mode: moat-init should be PID 1 and the program its child, got %v", r)
 	}
+	// --exec (the processes of `moat exec`) execs whatever the plan says.
+	r = runInit(t, plan, []string{"sh", "-c", "echo $$"}, func(c *exec.Cmd) {
+		pidNS(true)(c)
+		c.Args = append([]string{c.Args[0], ExecFlag}, c.Args[1:]...)
+	})
+	if strings.TrimSpace(r.stdout) != "1" {
+		t.Errorf("--exec with a reap-mode plan: the program should be PID 1, got %v", r)
+	}
 }
 
 // TestRootReapsOrphans: orphans re-parented to moat-init (PID 1 of a new PID

@@ -253,9 +253,11 @@ func removeSandbox(cfg *policy.Config, root, id string) error {
 }
 
 // sandboxExecArgs returns the argv of a process exec'd into a sandboxed
-// container: it passes through moat-init with the container's plan.
+// container: it passes through moat-init with the container's plan, which
+// then execs it (as runc would start it, it is the process the engine
+// signals and waits for; its orphans go to the container's init).
 func sandboxExecArgs(args []string) []string {
-	return append([]string{confine.InitPath, "--"}, args...)
+	return append([]string{confine.InitPath, confine.ExecFlag, "--"}, args...)
 }
 
 // rootfsPath resolves the spec's root path against the bundle.

@@ -10,6 +10,12 @@
 // and then execs PROGRAM, or, in reap mode, runs it as a child, forwards
 // signals, reaps orphans and exits with its status.
 //
+//	/.moat/init --exec -- PROGRAM [ARGS...]
+//
+// execs PROGRAM whatever the plan's mode: the runtime starts the processes
+// of `moat exec` so. Like runc's, they are then the process the engine
+// signals and waits for, and their orphans go to the container's init.
+//
 // Errors are one line on stderr, prefixed "moat-init: ", and the exit status
 // says which kind: 127 the program was not found, 126 it could not be
 // executed, 1 the plan could not be read or applied (nothing ran).
@@ -67,15 +73,22 @@ func run(args []string) (code int, err error) {
 			code, err = confine.ExitConfineFailed, fmt.Errorf("internal error: %v", r)
 		}
 	}()
+	execMode := false
+	if len(args) > 0 && args[0] == confine.ExecFlag {
+		execMode, args = true, args[1:]
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
 	if len(args) == 0 {
-		return confine.ExitNotFound, errors.New("usage: /.moat/init [--] PROGRAM [ARGS...]")
+		return confine.ExitNotFound, errors.New("usage: /.moat/init [--exec] [--] PROGRAM [ARGS...]")
 	}
 	plan, err := loadPlan()
 	if err != nil {
 		return confine.ExitConfineFailed, err
+	}
+	if execMode {
+		plan.Mode = confine.ModeExec
 	}
 	return confine.Run(plan, args, confine.Options{})
 }

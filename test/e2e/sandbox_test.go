@@ -200,6 +200,12 @@ func TestSandboxExecAndReaping(t *testing.T) {
 	if code != 0 || stdout != "sandbox\ncat: can't open '/opt/secret': Permission denied\nEPERM\n" {
 		t.Errorf("exec: exit %d\nstdout: %q\nstderr: %s", code, stdout, stderr)
 	}
+	// The exec'd program is the process moat started, as with runc (its
+	// parent is outside the container's PID namespace), not a child of a
+	// moat-init that stays beside it: the engine's signals reach it.
+	if out, _, code := e.moat("exec", id, "sh", "-c", "echo $PPID"); code != 0 || out != "0\n" {
+		t.Errorf("exec'd program's parent pid %q (exit %d), want 0", out, code)
+	}
 	// The orphans exit after 0.2 s; poll until none is left as a zombie.
 	var zombies string
 	for i := 0; i < 50; i++ {
