@@ -5,8 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,6 +207,27 @@ func TestSandboxExecAndReaping(t *testing.T) {
 	// moat-init that stays beside it: the engine's signals reach it.
 	if out, _, code := e.moat("exec", id, "sh", "-c", "echo $PPID"); code != 0 || out != "0\n" {
 		t.Errorf("exec'd program's parent pid %q (exit %d), want 0", out, code)
+	}
+	// The pid an engine gets for an exec'd process is the program's: a
+	// SIGKILL to it (ctr task kill --exec-id) ends the program.
+	pidFile := filepath.Join(t.TempDir(), "exec.pid")
+	e.mustMoat("exec", "-d", "--pid-file", pidFile, id, "sleep", "123")
+	data, err := os.ReadFile(pidFile)
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || perr != nil {
+		t.Fatalf("exec pid file: %q, %v, %v", data, err, perr)
+	}
+	for i := 0; i < 50 && !strings.Contains(e.mustMoat("ps", id), "sleep 123"); i++ {
+		sleepBriefly() // until the program runs
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50 && strings.Contains(e.mustMoat("ps", id), "sleep 123"); i++ {
+		sleepBriefly()
+	}
+	if ps := e.mustMoat("ps", id); strings.Contains(ps, "sleep 123") {
+		t.Errorf("the exec'd program outlived a SIGKILL to its pid %d:\n%s", pid, ps)
 	}
 	// The orphans exit after 0.2 s; poll until none is left as a zombie.
 	var zombies string
