@@ -65,7 +65,7 @@ conformance: ## Run the OCI runtime-tools suite against runc and moat (sandbox o
 bench: bench-start bench-network ## Run the benchmarks and print the numbers docs/benchmarks.md records
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./policy/engine/
 
-bench-start: $(BINDIR)/moat $(BINDIR)/moat-init $(BINDIR)/moat-sidecar ## Container start: moat run vs runc run of /bin/true (root)
+bench-start: $(BINDIR)/moat $(BINDIR)/moat-init $(BINDIR)/moat-sidecar ## Container start and exec: moat vs runc, /bin/true (root)
 	$(GO) run ./bench/start -moat $(BINDIR)/moat -n $(or $(BENCH_RUNS),30)
 
 bench-network: $(BINDIR)/moat $(BINDIR)/moat-init $(BINDIR)/moat-sidecar ## Proxy throughput, tunnels/s vs Squid, identity latency, sidecar RSS (root, squid)

@@ -1,6 +1,7 @@
 // Command start measures container start cost: `moat run` against `runc
 // run` of /bin/true on the same busybox bundle, interleaved, and prints the
-// medians, their spread and the ratio. moat runs three ways: with the
+// medians, their spread and the ratio; then `exec true` into a running
+// container, moat's (sandbox on) against runc's. moat runs three ways: with the
 // sandbox off, with the sandbox on and the embedded default policy (no
 // network section: no network work), and with the full sandbox (a policy
 // with a network section, so every run makes the inner netns, the veth,
@@ -128,6 +129,66 @@ func run(moat, runc string, n int) error {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, "full-state", "networks")); len(ents) > 0 {
 		return errors.New("full sandbox: network state left behind after the runs")
+	}
+	return execLatency(dir, moat, runcPath, sbCfg, n)
+}
+
+// execLatency times `exec true` into a running container: runc's, and
+// moat's with the sandbox on (the process passes through moat-init),
+// interleaved, and prints the medians and the ratio.
+func execLatency(dir, moat, runcPath, sbCfg string, n int) error {
+	bundle, err := fixtures.Bundle(filepath.Join(dir, "sleeper"), "sleep", "600")
+	if err != nil {
+		return err
+	}
+	runcRoot, moatRoot := filepath.Join(dir, "runc-root"), filepath.Join(dir, "moat-root")
+	runtimes := []struct {
+		name string
+		cmd  func(args ...string) *exec.Cmd
+	}{
+		{"runc exec", func(args ...string) *exec.Cmd {
+			return exec.Command(runcPath, append([]string{"--root", runcRoot}, args...)...)
+		}},
+		{"moat exec (sandbox on)", func(args ...string) *exec.Cmd {
+			return exec.Command(moat, append([]string{"--root", moatRoot, "--config", sbCfg}, args...)...)
+		}},
+	}
+	// One id per runtime: the ids name the containers' cgroups.
+	id := func(k int) string { return fmt.Sprintf("bench-exec-%d-%d", os.Getpid(), k) }
+	for k, rt := range runtimes {
+		id := id(k)
+		// The container keeps run's stdio: a file, not a pipe run would
+		// wait on.
+		errFile, err := os.CreateTemp(dir, "run-stderr-")
+		if err != nil {
+			return err
+		}
+		defer errFile.Close()
+		run := rt.cmd("run", "-d", "--bundle", bundle, id)
+		run.Stderr = errFile
+		if err := run.Run(); err != nil {
+			out, _ := os.ReadFile(errFile.Name())
+			return fmt.Errorf("%s: run -d: %v\n%s", rt.name, err, out)
+		}
+		defer rt.cmd("delete", "--force", id).Run() //nolint:errcheck
+	}
+	times := make([][]time.Duration, len(runtimes))
+	for i := -1; i < n; i++ {
+		for k := range runtimes {
+			j := (k + i + 1) % len(runtimes) // rotate which goes first
+			start := time.Now()
+			if out, err := runtimes[j].cmd("exec", id(j), "true").CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v\n%s", runtimes[j].name, err, out)
+			}
+			if i >= 0 {
+				times[j] = append(times[j], time.Since(start))
+			}
+		}
+	}
+	fmt.Printf("\nexec true into a running container, %d interleaved runs each\n", n)
+	for k, rt := range runtimes {
+		fmt.Printf("%-25s %10s %10s %10s %7.2fx\n", rt.name, ms(median(times[k])), ms(pct(times[k], 10)), ms(pct(times[k], 90)),
+			float64(median(times[k]))/float64(median(times[0])))
 	}
 	return nil
 }
