@@ -96,7 +96,7 @@ func dropIdentity(id Identity, caps *Capabilities, t threads) error {
 	// cloned with the credentials the process started with, and nothing
 	// before this point changed those on one thread alone (the bounding
 	// set, just dropped here alone, is not compared).
-	cur, err := currentCreds(last)
+	cur, err := currentCreds()
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,6 @@ func dropIdentity(id Identity, caps *Capabilities, t threads) error {
 
 	// After a uid change keep-caps has kept the permitted set but the
 	// effective one is cleared: the sets are then always written.
-	ambient := cur.ambient
 	if uidChanges || cur.effective != sets.effective || cur.permitted != sets.permitted || cur.inheritable != sets.inheritable {
 		hdr := &capHeader{version: unix.LINUX_CAPABILITY_VERSION_3}
 		data := &[2]capData{
@@ -142,12 +141,12 @@ func dropIdentity(id Identity, caps *Capabilities, t threads) error {
 			return fmt.Errorf("capset (effective %v, permitted %v, inheritable %v): %w",
 				CapNames(sets.effective), CapNames(sets.permitted), CapNames(sets.inheritable), errno)
 		}
-		// A setuid or a capset may have cleared ambient capabilities.
-		ambient = currentAmbient(last)
 	}
 
-	// The ambient set: cleared when it holds anything the plan does not,
-	// then raised.
+	// The ambient set, read after the setuid and capset that may have
+	// cleared some of it: cleared when it holds anything the plan does
+	// not, then raised.
+	ambient := currentAmbient(last)
 	if ambient&^sets.ambient != 0 {
 		if err := t.prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("clear ambient capabilities: %w", err)
@@ -165,12 +164,12 @@ func dropIdentity(id Identity, caps *Capabilities, t threads) error {
 	return verifyIdentity(id, sets.permitted&(1<<unix.CAP_SETUID) != 0)
 }
 
-// creds are the calling thread's ids, groups and capability sets.
+// creds are the calling thread's ids, groups and capability sets (the
+// ambient set aside: currentAmbient).
 type creds struct {
 	ruid, euid, suid, rgid, egid, sgid int
 	groups                             []uint32 // sorted
 	effective, permitted, inheritable  uint64
-	ambient                            uint64
 }
 
 func (c creds) uidsAre(uid uint32) bool {
@@ -183,7 +182,7 @@ func (c creds) gidsAre(gid uint32) bool {
 
 // currentCreds reads the calling thread's credentials with system calls
 // only (no /proc: Landlock may already hide it).
-func currentCreds(last int) (creds, error) {
+func currentCreds() (creds, error) {
 	var c creds
 	c.ruid, c.euid, c.suid = unix.Getresuid()
 	c.rgid, c.egid, c.sgid = unix.Getresgid()
@@ -203,7 +202,6 @@ func currentCreds(last int) (creds, error) {
 	c.effective = uint64(data[0].effective) | uint64(data[1].effective)<<32
 	c.permitted = uint64(data[0].permitted) | uint64(data[1].permitted)<<32
 	c.inheritable = uint64(data[0].inheritable) | uint64(data[1].inheritable)<<32
-	c.ambient = currentAmbient(last)
 	return c, nil
 }
 

@@ -156,7 +156,7 @@ func execLatency(dir, moat, runcPath, sbCfg string, n int) error {
 	// One id per runtime: the ids name the containers' cgroups.
 	id := func(k int) string { return fmt.Sprintf("bench-exec-%d-%d", os.Getpid(), k) }
 	for k, rt := range runtimes {
-		id := id(k)
+		name := id(k)
 		// The container keeps run's stdio: a file, not a pipe run would
 		// wait on.
 		errFile, err := os.CreateTemp(dir, "run-stderr-")
@@ -164,13 +164,13 @@ func execLatency(dir, moat, runcPath, sbCfg string, n int) error {
 			return err
 		}
 		defer errFile.Close()
-		run := rt.cmd("run", "-d", "--bundle", bundle, id)
+		run := rt.cmd("run", "-d", "--bundle", bundle, name)
 		run.Stderr = errFile
 		if err := run.Run(); err != nil {
 			out, _ := os.ReadFile(errFile.Name())
 			return fmt.Errorf("%s: run -d: %v\n%s", rt.name, err, out)
 		}
-		defer rt.cmd("delete", "--force", id).Run() //nolint:errcheck
+		defer rt.cmd("delete", "--force", name).Run() //nolint:errcheck
 	}
 	times := make([][]time.Duration, len(runtimes))
 	for i := -1; i < n; i++ {
