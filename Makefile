@@ -18,8 +18,11 @@ ifneq ($(wildcard cmd/moat-init),)
 BINARIES  += moat-init
 endif
 # moat links libcontainer: cgo for nsenter, libseccomp (libseccomp-dev)
-# through the seccomp tag, as runc is built.
-MOAT_TAGS ?= seccomp
+# through the seccomp tag, as runc is built. urfave_cli_no_docs leaves out
+# urfave/cli's man page and Markdown generators (as runc does): their
+# Markdown parser's package initialisation cost about 2 ms of every exec
+# of moat, and a container start execs it at least twice.
+MOAT_TAGS ?= seccomp urfave_cli_no_docs
 # Where scripts/build-runtime-tools.sh caches the runtime-tools suite.
 MOAT_CI_CACHE ?= /var/tmp/moat-ci
 

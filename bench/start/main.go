@@ -22,7 +22,7 @@ import (
 )
 
 func main() {
-	moat := flag.String("moat", "bin/moat", "moat binary (built with -tags seccomp)")
+	moat := flag.String("moat", "bin/moat", "moat binary (as make build builds it)")
 	runc := flag.String("runc", "runc", "runc binary")
 	n := flag.Int("n", 30, "runs per runtime")
 	flag.Parse()

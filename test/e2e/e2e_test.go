@@ -25,7 +25,7 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	for _, name := range []string{"moat", "moat-sidecar"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "../../cmd/"+name)
+		cmd := exec.Command("go", "build", "-tags", moatBuildTags, "-o", filepath.Join(dir, name), "../../cmd/"+name)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if name == "moat-sidecar" {
 			// It drops privileges with AllThreadsSyscall, which cgo disables.

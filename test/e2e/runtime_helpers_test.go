@@ -27,7 +27,11 @@ var (
 	runtimeBinErr  error
 )
 
-// moatRuntimeBinary builds cmd/moat with -tags seccomp once per package.
+// moatBuildTags are the build tags of cmd/moat, as the Makefile's
+// MOAT_TAGS: libseccomp, and no urfave/cli documentation generators.
+const moatBuildTags = "seccomp urfave_cli_no_docs"
+
+// moatRuntimeBinary builds cmd/moat with moatBuildTags once per package.
 func moatRuntimeBinary(t *testing.T) string {
 	t.Helper()
 	runtimeBinOnce.Do(func() {
@@ -37,10 +41,10 @@ func moatRuntimeBinary(t *testing.T) string {
 			return
 		}
 		bin := filepath.Join(dir, "moat")
-		cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "../../cmd/moat")
+		cmd := exec.Command("go", "build", "-tags", moatBuildTags, "-o", bin, "../../cmd/moat")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			runtimeBinErr = fmt.Errorf("go build -tags seccomp ./cmd/moat: %v\n%s", err, out)
+			runtimeBinErr = fmt.Errorf("go build -tags %q ./cmd/moat: %v\n%s", moatBuildTags, err, out)
 			return
 		}
 		runtimeBin = bin
