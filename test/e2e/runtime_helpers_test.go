@@ -27,9 +27,13 @@ var (
 	runtimeBinErr  error
 )
 
-// moatBuildTags are the build tags of cmd/moat, as the Makefile's
-// MOAT_TAGS: libseccomp, and no urfave/cli documentation generators.
-const moatBuildTags = "seccomp urfave_cli_no_docs"
+// moatBuildTags and moatLDFlags build cmd/moat as the Makefile's
+// MOAT_TAGS and MOAT_LDFLAGS do: libseccomp, no urfave/cli documentation
+// generators, linked statically.
+const (
+	moatBuildTags = "seccomp urfave_cli_no_docs netgo osusergo"
+	moatLDFlags   = "-extldflags -static"
+)
 
 // moatRuntimeBinary builds cmd/moat with moatBuildTags once per package.
 func moatRuntimeBinary(t *testing.T) string {
@@ -41,7 +45,7 @@ func moatRuntimeBinary(t *testing.T) string {
 			return
 		}
 		bin := filepath.Join(dir, "moat")
-		cmd := exec.Command("go", "build", "-tags", moatBuildTags, "-o", bin, "../../cmd/moat")
+		cmd := exec.Command("go", "build", "-tags", moatBuildTags, "-ldflags", moatLDFlags, "-o", bin, "../../cmd/moat")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			runtimeBinErr = fmt.Errorf("go build -tags %q ./cmd/moat: %v\n%s", moatBuildTags, err, out)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -303,13 +305,27 @@ func TestRuntimeFeaturesSpecCheckpoint(t *testing.T) {
 // built with moat's tags, urfave/cli's documentation generators: their
 // Markdown parser compiles regular expressions and tables at every exec.
 func TestRuntimeDeps(t *testing.T) {
-	// The tags the tests build with are the Makefile's.
+	// The tests build moat as the Makefile does.
 	mk, err := os.ReadFile("../../Makefile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(mk), "\nMOAT_TAGS ?= "+moatBuildTags+"\n") {
-		t.Errorf("the Makefile's MOAT_TAGS are not %q", moatBuildTags)
+	for name, want := range map[string]string{"MOAT_TAGS": moatBuildTags, "MOAT_LDFLAGS": moatLDFlags} {
+		if !regexp.MustCompile(`\n` + name + ` +\?= ` + regexp.QuoteMeta(want) + `\n`).Match(mk) {
+			t.Errorf("the Makefile's %s is not %q", name, want)
+		}
+	}
+	// Linked statically: no program interpreter (dynamic loader) to run
+	// at every exec.
+	f, err := elf.Open(moatRuntimeBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("cmd/moat is linked dynamically")
+		}
 	}
 	out, err := exec.Command("go", "list", "-deps", "-tags", moatBuildTags, "../../cmd/moat").Output()
 	if err != nil {
