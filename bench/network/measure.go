@@ -66,9 +66,9 @@ func (b *bench) upstream() string { return fmt.Sprintf("%s:%d", b.tb.upIP, upPor
 func (b *bench) measureRSS(e *moatEnv, id string) (rssReadings, error) {
 	var r rssReadings
 	var err error
-	// The sidecar hands its start's memory back just after it reports
-	// ready.
-	time.Sleep(300 * time.Millisecond)
+	// The sidecar hands its start's memory back a second after it
+	// reports ready (cmd/moat-sidecar's reclaimDelay).
+	time.Sleep(1300 * time.Millisecond)
 	ready, err := sidecarRSS(e)
 	if err != nil {
 		return r, err

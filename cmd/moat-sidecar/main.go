@@ -6,8 +6,8 @@
 //
 // The Go runtime's reading of the cgroup CPU limit at start (Go 1.25's
 // container-aware GOMAXPROCS: four files opened and read, about 0.5 ms of
-// every start on the test VM) is switched off below: the sidecar sets its own
-// GOMAXPROCS (one) once it is ready.
+// every start on the test VM) is switched off below: the sidecar runs on one P
+// (serve).
 //
 //go:debug containermaxprocs=0
 //go:debug updatemaxprocs=0

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/moatsandbox/moat/confine"
 	"github.com/moatsandbox/moat/internal/prefault"
@@ -51,6 +52,22 @@ func dropPrivileges(cfg *control.Config) error {
 		&confine.Capabilities{Bounding: keep, Effective: keep, Permitted: keep})
 }
 
+// reclaimDelay is how long after readiness the sidecar hands back the
+// memory its start used: long enough for the container's start to be over.
+const reclaimDelay = time.Second
+
+// reclaimStartMemory hands back what only the start used.
+func reclaimStartMemory(logger *slog.Logger) {
+	// Compiling the policy left garbage as large as the index it built.
+	debug.FreeOSMemory()
+	// The code only the start ran (OPA's package initialisation, the
+	// policy compile) leaves the RSS too: about 14 MiB of file pages
+	// with a 10,000-endpoint policy, as much as the heap.
+	if err := prefault.Drop(); err != nil {
+		logger.Warn("sidecar memory", "err", err)
+	}
+}
+
 // readyFD is the pipe `moat create` waits on: the sidecar writes "ok\n"
 // when every listener is bound, or one line of error and exits.
 const readyFD = 3
@@ -63,6 +80,17 @@ func serve(args []string, stderr io.Writer) int {
 	notify := fs.Bool("ready-fd", false, "report readiness on fd 3")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	// One P. A sidecar serves one sandbox, and its work is short
+	// handlers between system calls: with more Ps, idle ones spin and
+	// threads wake each other for every connection. On the 2-vCPU test VM
+	// one P cut the sidecar's CPU time per tunnel from about 990 to 570 us
+	// with bulk throughput unchanged (bench/network). Its start too: it
+	// runs beside the container's start, on the same CPUs, and is ready
+	// before that needs it; with one P it leaves the other CPUs to the
+	// container (full-sandbox start 147 to 138 ms, bench/start).
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
 	}
 	var ready *os.File
 	if *notify {
@@ -101,25 +129,11 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	logger.Info("sidecar ready", "proxy", cfg.Proxy, "pid", os.Getpid(), "uid", os.Getuid())
 	report("ok")
-	// What follows is for the long life of a sidecar, so it comes after
-	// readiness, off the container's start path. Compiling the policy
-	// left garbage as large as the index it built: hand it back.
-	debug.FreeOSMemory()
-	// The code only the start ran (OPA's package initialisation, the
-	// policy compile) leaves the RSS too: about 14 MiB of file pages
-	// with a 10,000-endpoint policy, as much as the heap.
-	if err := prefault.Drop(); err != nil {
-		logger.Warn("sidecar memory", "err", err)
-	}
-	// One P from here on. A sidecar serves one sandbox, and its work is
-	// short handlers between system calls: with more Ps, idle ones spin
-	// and threads wake each other for every connection. On the 2-vCPU
-	// test VM one P cut the sidecar's CPU time per tunnel from about 990
-	// to 570 us with bulk throughput unchanged (bench/network). The
-	// start, OPA's compile included, keeps every P.
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
-	}
+	// What the long life of a sidecar needs, and its start does not,
+	// waits until the container's start, which the sidecar's readiness
+	// lets go on and which runs on the same CPUs, is behind it.
+	reclaim := time.AfterFunc(reclaimDelay, func() { reclaimStartMemory(logger) })
+	defer reclaim.Stop()
 	<-ctx.Done()
 	logger.Info("sidecar stopping")
 	if err := sc.Close(); err != nil {
