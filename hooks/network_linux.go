@@ -53,6 +53,10 @@ type NetworkSpec struct {
 	// and the veth then go with it instead of being deleted one by one
 	// (deleting a veth alone costs the kernel some 25 ms).
 	OuterDisposable bool
+	// KernelDir is where setups remember what they learnt about the
+	// kernel, so that each one does not find it out again (the runtime's
+	// state directory); "" remembers nothing. See queueExpr.
+	KernelDir string
 }
 
 // setup is one SetupNetwork in progress.
@@ -351,17 +355,22 @@ func (s *setup) configureInner() error {
 		return err
 	}
 	r := innerRules{proxy: s.n.Proxy, inbound: s.spec.InboundPorts, logGroup: s.spec.NFLogGroup, queue: s.spec.NFQueue}
+	queues := r.proxy.IsValid() && r.queue != 0
+	if queues {
+		r.xtQueue = rememberedXTQueue(s.spec.KernelDir)
+	}
 	addInnerTable(c.nft, r)
 	err := c.nft.Flush()
-	if err != nil && r.proxy.IsValid() && r.queue != 0 && errors.Is(err, unix.ENOENT) {
-		// No nft_queue in this kernel (the batch failed as a whole): try
-		// the xtables NFQUEUE target.
-		r.xtQueue = true
+	if err != nil && queues && errors.Is(err, unix.ENOENT) {
+		// The kernel lacks the queue expression tried (the batch failed
+		// as a whole): try the other one, and remember the one that works.
+		r.xtQueue = !r.xtQueue
 		addInnerTable(c.nft, r)
 		if xerr := c.nft.Flush(); xerr != nil {
-			err = fmt.Errorf("%w (with the xtables NFQUEUE target: %w)", err, xerr)
+			err = fmt.Errorf("%w (with %s: %w)", err, queueExprName(r.xtQueue), xerr)
 		} else {
 			err = nil
+			rememberXTQueue(s.spec.KernelDir, r.xtQueue)
 		}
 	}
 	if err != nil {

@@ -432,3 +432,42 @@ func TestNetworkSharedOuter(t *testing.T) {
 		t.Errorf("no NFLOG message for the refused SYN to %v (logged: %v)", a.Proxy.Addr(), logged)
 	}
 }
+
+// TestQueueExprRemembered: a setup that finds which queue expression the
+// kernel has (nftables' own or the xtables NFQUEUE target) records it in
+// KernelDir, and a setup that starts from the wrong record still queues
+// new connections and corrects the record.
+func TestQueueExprRemembered(t *testing.T) {
+	requireRoot(t)
+	outer := newOuterNetNS(t)
+	allocDir := filepath.Join(t.TempDir(), "alloc")
+	kernelDir := t.TempDir()
+	memo := filepath.Join(kernelDir, xtQueueMemo)
+	spec := egressSpec(t, outer, allocDir)
+	spec.KernelDir = kernelDir
+	mustSetup(t, spec)
+	_, err := os.Stat(memo)
+	xt := err == nil
+	t.Logf("this kernel queues with %s", queueExprName(xt))
+
+	// The wrong record: the next setup starts with the other expression.
+	if xt {
+		if err := os.Remove(memo); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := os.WriteFile(memo, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec = egressSpec(t, outer, allocDir)
+	spec.KernelDir = kernelDir
+	n := mustSetup(t, spec)
+	if _, err := os.Stat(memo); (err == nil) != xt {
+		t.Errorf("after a setup from the wrong record, %s exists: %v, want %v", memo, err == nil, xt)
+	}
+	listenIn(t, outer, n.Proxy.String())
+	queue := listenNFQueue(t, n.InnerPath, spec.NFQueue)
+	refusedFast(t, n.InnerPath, "192.0.2.1:80", unix.ECONNREFUSED)
+	if !queue.queued()[netip.MustParseAddrPort("192.0.2.1:80")] {
+		t.Errorf("no queued SYN to 192.0.2.1:80 (queued: %v)", queue.queued())
+	}
+}

@@ -146,6 +146,7 @@ func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sand
 		InboundPorts: ports,
 		// An outer netns moat made goes with the sandbox (leaveNetwork).
 		OuterDisposable: nsEntry != nil && outer == filepath.Join(netDir, outerNetNSFile),
+		KernelDir:       cfg.StateDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("network sandbox: %w", err)
