@@ -50,6 +50,11 @@ func runValidation(t *testing.T, suite, bin, runtime string) (map[string]tapResu
 		t.Fatal(err)
 	}
 	defer removeMountedTree(t, tmp)
+	// As open as the /tmp the suite would use otherwise: the containers
+	// of the user-namespace tests run as unmapped host users.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin)
