@@ -251,6 +251,11 @@ func capName(c int) string {
 
 // setNoNewPrivs sets no_new_privs on the threads t names.
 func setNoNewPrivs(t threads) error {
+	// Set before the execve (the runtime keeps the spec's no_new_privs
+	// for moat-init), it is every thread's: each was cloned from this one.
+	if on, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err == nil && on == 1 {
+		return nil
+	}
 	if err := t.prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("set no_new_privs: %w (moat-init must be built with CGO_ENABLED=0)", err)

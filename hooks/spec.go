@@ -147,7 +147,10 @@ func Rewrite(spec *specs.Spec, in RewriteInput) (*specs.Spec, *confine.Plan, err
 
 	proc.Args = append([]string{confine.InitPath, "--"}, proc.Args...)
 	proc.User = specs.User{UID: 0, GID: 0, Umask: proc.User.Umask}
-	proc.NoNewPrivileges = false
+	// no_new_privs stays: libcontainer sets it before it execs moat-init,
+	// whose every thread then has it from the start, and moat-init has no
+	// stop-the-world round to make for it. It only ever tightens, and
+	// nothing runs in between.
 	proc.Capabilities = initCaps(spec.Process.Capabilities, needsSysAdmin(plan))
 	proc.Env = confine.MergeEnv(proc.Env, plan.Env)
 	if out.Linux != nil {

@@ -78,8 +78,8 @@ func TestRewrite(t *testing.T) {
 	if p.User.UID != 0 || p.User.GID != 0 || len(p.User.AdditionalGids) != 0 {
 		t.Errorf("init user %+v, want root with no groups", p.User)
 	}
-	if p.NoNewPrivileges || out.Linux.Seccomp != nil {
-		t.Errorf("init must run without no_new_privs and seccomp, got nnp %v seccomp %v", p.NoNewPrivileges, out.Linux.Seccomp)
+	if !p.NoNewPrivileges || out.Linux.Seccomp != nil {
+		t.Errorf("init must run with the spec's no_new_privs and without seccomp, got nnp %v seccomp %v", p.NoNewPrivileges, out.Linux.Seccomp)
 	}
 	want := []string{"CAP_CHOWN", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE"}
 	c := p.Capabilities
