@@ -164,22 +164,53 @@ func (r *Runtime) deleteLeftovers(id string, force bool, loadErr error) error {
 	return loadErr
 }
 
-// killPoll is how often killAndDestroy checks for the first process.
-const killPoll = 100 * time.Millisecond
+// killWait bounds how long killAndDestroy waits for the first process.
+const killWait = 10 * time.Second
 
 // killAndDestroy SIGKILLs the container's processes and destroys it once
-// its first process is gone, waiting up to ten seconds.
+// its first process is gone, waiting up to killWait. It waits on a pidfd of
+// the first process, not by polling: runc polls every 100 ms, and its
+// first look comes only after one such sleep.
 func killAndDestroy(c *libcontainer.Container) error {
+	pidfd := initPidfd(c)
 	_ = c.Signal(unix.SIGKILL)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		time.Sleep(killPoll)
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+		if !waitPidfd(pidfd, killWait) {
+			return errors.New("container init still running")
+		}
+		return c.Destroy()
+	}
+	// No pidfd (an old kernel): look every killPoll.
+	const killPoll = 10 * time.Millisecond
+	for deadline := time.Now().Add(killWait); time.Now().Before(deadline); time.Sleep(killPoll) {
 		// Signal 0 fails once there is no process left to signal.
 		if c.Signal(unix.Signal(0)) != nil {
 			return c.Destroy()
 		}
 	}
 	return errors.New("container init still running")
+}
+
+// initPidfd opens a pidfd of the container's first process, or returns -1
+// when it cannot, or when the process is gone already (then there is
+// nothing to wait for either). The pidfd is checked to be the container's:
+// once it is open, the pid cannot be reused, and libcontainer's signal
+// check (pid and start time) then proves it is the first process.
+func initPidfd(c *libcontainer.Container) int {
+	st, err := c.State()
+	if err != nil || st.InitProcessPid <= 0 {
+		return -1
+	}
+	fd, err := unix.PidfdOpen(st.InitProcessPid, 0)
+	if err != nil {
+		return -1
+	}
+	if c.Signal(unix.Signal(0)) != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
 }
 
 // Pause freezes every process of the container.

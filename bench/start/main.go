@@ -1,11 +1,12 @@
 // Command start measures container start cost: `moat run` against `runc
 // run` of /bin/true on the same busybox bundle, interleaved, and prints the
 // medians, their spread and the ratio; then `exec true` into a running
-// container, moat's (sandbox on) against runc's. moat runs three ways: with the
-// sandbox off, with the sandbox on and the embedded default policy (no
-// network section: no network work), and with the full sandbox (a policy
-// with a network section, so every run makes the inner netns, the veth,
-// the nftables rules and the sidecar). It needs root. `make bench` runs it.
+// container and `delete --force` of a created container, moat's (sandbox
+// on) against runc's. moat runs three ways: with the sandbox off, with the
+// sandbox on and the embedded default policy (no network section: no
+// network work), and with the full sandbox (a policy with a network
+// section, so every run makes the inner netns, the veth, the nftables rules
+// and the sidecar). It needs root. `make bench` runs it.
 package main
 
 import (
@@ -130,7 +131,51 @@ func run(moat, runc string, n int) error {
 	if ents, _ := os.ReadDir(filepath.Join(dir, "full-state", "networks")); len(ents) > 0 {
 		return errors.New("full sandbox: network state left behind after the runs")
 	}
-	return execLatency(dir, moat, runcPath, sbCfg, n)
+	if err := execLatency(dir, moat, runcPath, sbCfg, n); err != nil {
+		return err
+	}
+	return deleteLatency(dir, bundle, moat, runcPath, sbCfg, n)
+}
+
+// deleteLatency times `delete --force` of a created container (what
+// `docker rm -f` and containerd's cleanup of an unstarted task run):
+// runc's, and moat's with the sandbox on, interleaved.
+func deleteLatency(dir, bundle, moat, runcPath, sbCfg string, n int) error {
+	runtimes := []struct {
+		name string
+		cmd  func(args ...string) *exec.Cmd
+	}{
+		{"runc delete --force", func(args ...string) *exec.Cmd {
+			return exec.Command(runcPath, append([]string{"--root", filepath.Join(dir, "runc-root")}, args...)...)
+		}},
+		{"moat delete --force", func(args ...string) *exec.Cmd {
+			return exec.Command(moat, append([]string{"--root", filepath.Join(dir, "moat-root"), "--config", sbCfg}, args...)...)
+		}},
+	}
+	times := make([][]time.Duration, len(runtimes))
+	for i := -1; i < n; i++ {
+		for k := range runtimes {
+			j := (k + i + 1) % len(runtimes) // rotate which goes first
+			id := fmt.Sprintf("bench-delete-%d-%d-%d", os.Getpid(), j, i+1)
+			// The created container keeps create's stdio: no pipe.
+			if err := runtimes[j].cmd("create", "--bundle", bundle, id).Run(); err != nil {
+				return fmt.Errorf("%s: create: %v", runtimes[j].name, err)
+			}
+			start := time.Now()
+			if out, err := runtimes[j].cmd("delete", "--force", id).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v\n%s", runtimes[j].name, err, out)
+			}
+			if i >= 0 {
+				times[j] = append(times[j], time.Since(start))
+			}
+		}
+	}
+	fmt.Printf("\ndelete --force of a created container, %d interleaved runs each\n", n)
+	for k, rt := range runtimes {
+		fmt.Printf("%-25s %10s %10s %10s %7.2fx\n", rt.name, ms(median(times[k])), ms(pct(times[k], 10)), ms(pct(times[k], 90)),
+			float64(median(times[k]))/float64(median(times[0])))
+	}
+	return nil
 }
 
 // execLatency times `exec true` into a running container: runc's, and
