@@ -96,7 +96,8 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 	}
 	var containerFilter *confine.SeccompProgram
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
-		if containerFilter, err = seccompbpf.Compile(spec.Linux.Seccomp); err != nil {
+		cache := seccompbpf.Cache{Dir: filepath.Join(req.Config.StateDir, "seccomp")}
+		if containerFilter, err = cache.Compile(spec.Linux.Seccomp); err != nil {
 			return nil, fmt.Errorf("compile the container's seccomp profile: %w", err)
 		}
 	}

@@ -61,6 +61,12 @@ func Compile(profile *specs.LinuxSeccomp) (*confine.SeccompProgram, error) {
 	return &confine.SeccompProgram{Name: "container", Flags: flags, Instructions: insns}, nil
 }
 
+// libraryVersion is libseccomp's version, part of a cached program's key.
+func libraryVersion() string {
+	major, minor, micro := libseccomp.GetLibraryVersion()
+	return fmt.Sprintf("libseccomp %d.%d.%d", major, minor, micro)
+}
+
 func addRules(filter *libseccomp.ScmpFilter, sc specs.LinuxSyscall, def libseccomp.ScmpAction) error {
 	act, err := action(sc.Action, sc.ErrnoRet)
 	if err != nil {

@@ -17,3 +17,6 @@ func Compile(profile *specs.LinuxSeccomp) (*confine.SeccompProgram, error) {
 	}
 	return nil, ErrNoLibseccomp
 }
+
+// libraryVersion is "" without libseccomp: nothing is cached.
+func libraryVersion() string { return "" }

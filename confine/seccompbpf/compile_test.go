@@ -5,6 +5,9 @@ package seccompbpf
 import (
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -119,5 +122,62 @@ func TestCompileRefusals(t *testing.T) {
 	badFlag.Flags = []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_FOO"}
 	if _, err := Compile(badFlag); err == nil {
 		t.Error("unknown flag accepted")
+	}
+}
+
+// TestCache: a profile is compiled once per cache directory; an entry is
+// the program Compile makes; a broken entry is compiled again and
+// replaced; another profile gets an entry of its own; a notify profile is
+// refused whatever the directory holds.
+func TestCache(t *testing.T) {
+	dir := t.TempDir()
+	c := Cache{Dir: dir}
+	want, err := Compile(testProfile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := func() []string {
+		names, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+		return names
+	}
+	for range 2 {
+		got, err := c.Compile(testProfile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("cached program %+v, want %+v", got, want)
+		}
+	}
+	files := entries()
+	if len(files) != 1 {
+		t.Fatalf("cache entries %v, want one", files)
+	}
+	// A cached program is what a later create gets, so a bad entry must
+	// not be: here half an instruction, then a program of another name.
+	for _, bad := range []string{`{"name":"container","instructions":"AAAA"}`, `{"name":"moat","instructions":"AAAAAAAAAAA="}`, `not json`} {
+		if err := os.WriteFile(files[0], []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Compile(testProfile())
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("with entry %s: %+v, %v; want the compiled program", bad, got, err)
+		}
+		if p, ok := readCached(files[0]); !ok || !reflect.DeepEqual(p, want) {
+			t.Errorf("entry %s was not replaced", bad)
+		}
+	}
+	other := testProfile()
+	other.DefaultAction = specs.ActKillProcess
+	if _, err := c.Compile(other); err != nil {
+		t.Fatal(err)
+	}
+	if len(entries()) != 2 {
+		t.Errorf("cache entries %v, want two", entries())
+	}
+	notify := testProfile()
+	notify.Syscalls[0].Action = specs.ActNotify
+	if _, err := c.Compile(notify); !errors.Is(err, ErrNotify) {
+		t.Errorf("notify profile: %v, want ErrNotify", err)
 	}
 }
