@@ -137,67 +137,69 @@ func run(moat, runc string, n int) error {
 	return deleteLatency(dir, bundle, moat, runcPath, sbCfg, n)
 }
 
-// deleteLatency times `delete --force` of a created container (what
-// `docker rm -f` and containerd's cleanup of an unstarted task run):
-// runc's, and moat's with the sandbox on, interleaved.
-func deleteLatency(dir, bundle, moat, runcPath, sbCfg string, n int) error {
-	runtimes := []struct {
-		name string
-		cmd  func(args ...string) *exec.Cmd
-	}{
-		{"runc delete --force", func(args ...string) *exec.Cmd {
-			return exec.Command(runcPath, append([]string{"--root", filepath.Join(dir, "runc-root")}, args...)...)
+// runtimeCmd runs one runtime's commands.
+type runtimeCmd struct {
+	name string
+	cmd  func(args ...string) *exec.Cmd
+}
+
+// runcAndMoat are runc and moat with the sandbox on (sbCfg), with the
+// roots of the start runs, named "runc OP" and "moat OP".
+func runcAndMoat(dir, moat, runcPath, sbCfg, op string) []runtimeCmd {
+	runcRoot, moatRoot := filepath.Join(dir, "runc-root"), filepath.Join(dir, "moat-root")
+	return []runtimeCmd{
+		{"runc " + op, func(args ...string) *exec.Cmd {
+			return exec.Command(runcPath, append([]string{"--root", runcRoot}, args...)...)
 		}},
-		{"moat delete --force", func(args ...string) *exec.Cmd {
-			return exec.Command(moat, append([]string{"--root", filepath.Join(dir, "moat-root"), "--config", sbCfg}, args...)...)
+		{"moat " + op + " (sandbox on)", func(args ...string) *exec.Cmd {
+			return exec.Command(moat, append([]string{"--root", moatRoot, "--config", sbCfg}, args...)...)
 		}},
 	}
+}
+
+// timeEach times op for each runtime n times after one warm-up round,
+// interleaved with the order rotated every round, and prints title and
+// each runtime's median, p10, p90 and ratio to the first. op(j, round)
+// returns the time of runtime j's operation in that round.
+func timeEach(title string, runtimes []runtimeCmd, n int, op func(j, round int) (time.Duration, error)) error {
 	times := make([][]time.Duration, len(runtimes))
 	for i := -1; i < n; i++ {
 		for k := range runtimes {
-			j := (k + i + 1) % len(runtimes) // rotate which goes first
-			id := fmt.Sprintf("bench-delete-%d-%d-%d", os.Getpid(), j, i+1)
-			// The created container keeps create's stdio: no pipe.
-			if err := runtimes[j].cmd("create", "--bundle", bundle, id).Run(); err != nil {
-				return fmt.Errorf("%s: create: %v", runtimes[j].name, err)
-			}
-			start := time.Now()
-			if out, err := runtimes[j].cmd("delete", "--force", id).CombinedOutput(); err != nil {
-				return fmt.Errorf("%s: %v\n%s", runtimes[j].name, err, out)
+			j := (k + i + 1) % len(runtimes)
+			d, err := op(j, i+1)
+			if err != nil {
+				return fmt.Errorf("%s: %w", runtimes[j].name, err)
 			}
 			if i >= 0 {
-				times[j] = append(times[j], time.Since(start))
+				times[j] = append(times[j], d)
 			}
 		}
 	}
-	fmt.Printf("\ndelete --force of a created container, %d interleaved runs each\n", n)
+	fmt.Printf("\n%s, %d interleaved runs each\n", title, n)
 	for k, rt := range runtimes {
-		fmt.Printf("%-25s %10s %10s %10s %7.2fx\n", rt.name, ms(median(times[k])), ms(pct(times[k], 10)), ms(pct(times[k], 90)),
+		fmt.Printf("%-33s %10s %10s %10s %7.2fx\n", rt.name, ms(median(times[k])), ms(pct(times[k], 10)), ms(pct(times[k], 90)),
 			float64(median(times[k]))/float64(median(times[0])))
 	}
 	return nil
 }
 
+// timed runs cmd and returns how long it took, with its output on error.
+func timed(cmd *exec.Cmd) (time.Duration, error) {
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("%v\n%s", err, out)
+	}
+	return time.Since(start), nil
+}
+
 // execLatency times `exec true` into a running container: runc's, and
-// moat's with the sandbox on (the process passes through moat-init),
-// interleaved, and prints the medians and the ratio.
+// moat's with the sandbox on (the process passes through moat-init).
 func execLatency(dir, moat, runcPath, sbCfg string, n int) error {
 	bundle, err := fixtures.Bundle(filepath.Join(dir, "sleeper"), "sleep", "600")
 	if err != nil {
 		return err
 	}
-	runcRoot, moatRoot := filepath.Join(dir, "runc-root"), filepath.Join(dir, "moat-root")
-	runtimes := []struct {
-		name string
-		cmd  func(args ...string) *exec.Cmd
-	}{
-		{"runc exec", func(args ...string) *exec.Cmd {
-			return exec.Command(runcPath, append([]string{"--root", runcRoot}, args...)...)
-		}},
-		{"moat exec (sandbox on)", func(args ...string) *exec.Cmd {
-			return exec.Command(moat, append([]string{"--root", moatRoot, "--config", sbCfg}, args...)...)
-		}},
-	}
+	runtimes := runcAndMoat(dir, moat, runcPath, sbCfg, "exec")
 	// One id per runtime: the ids name the containers' cgroups.
 	id := func(k int) string { return fmt.Sprintf("bench-exec-%d-%d", os.Getpid(), k) }
 	for k, rt := range runtimes {
@@ -217,25 +219,24 @@ func execLatency(dir, moat, runcPath, sbCfg string, n int) error {
 		}
 		defer rt.cmd("delete", "--force", name).Run() //nolint:errcheck
 	}
-	times := make([][]time.Duration, len(runtimes))
-	for i := -1; i < n; i++ {
-		for k := range runtimes {
-			j := (k + i + 1) % len(runtimes) // rotate which goes first
-			start := time.Now()
-			if out, err := runtimes[j].cmd("exec", id(j), "true").CombinedOutput(); err != nil {
-				return fmt.Errorf("%s: %v\n%s", runtimes[j].name, err, out)
-			}
-			if i >= 0 {
-				times[j] = append(times[j], time.Since(start))
-			}
+	return timeEach("exec true into a running container", runtimes, n, func(j, _ int) (time.Duration, error) {
+		return timed(runtimes[j].cmd("exec", id(j), "true"))
+	})
+}
+
+// deleteLatency times `delete --force` of a created container (what
+// `docker rm -f` and an engine's cleanup of an unstarted task run):
+// runc's, and moat's with the sandbox on.
+func deleteLatency(dir, bundle, moat, runcPath, sbCfg string, n int) error {
+	runtimes := runcAndMoat(dir, moat, runcPath, sbCfg, "delete --force")
+	return timeEach("delete --force of a created container", runtimes, n, func(j, round int) (time.Duration, error) {
+		id := fmt.Sprintf("bench-delete-%d-%d-%d", os.Getpid(), j, round)
+		// The created container keeps create's stdio: no pipe.
+		if err := runtimes[j].cmd("create", "--bundle", bundle, id).Run(); err != nil {
+			return 0, fmt.Errorf("create: %w", err)
 		}
-	}
-	fmt.Printf("\nexec true into a running container, %d interleaved runs each\n", n)
-	for k, rt := range runtimes {
-		fmt.Printf("%-25s %10s %10s %10s %7.2fx\n", rt.name, ms(median(times[k])), ms(pct(times[k], 10)), ms(pct(times[k], 90)),
-			float64(median(times[k]))/float64(median(times[0])))
-	}
-	return nil
+		return timed(runtimes[j].cmd("delete", "--force", id))
+	})
 }
 
 // fullSandboxConfig writes an admin configuration whose default policy is

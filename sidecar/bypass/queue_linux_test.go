@@ -228,9 +228,14 @@ func TestQueueOverrun(t *testing.T) {
 	}
 	var n atomic.Int64
 	runQueue(t, q, func(Event) { n.Add(1) })
+	// The queue works again: the connect is refused by the reader's
+	// verdict, not left to time out. While the reader still drains the
+	// flood (and the flood's own retransmitted SYNs), a busy machine can
+	// drop this SYN once too: one retransmission, a second later, is
+	// allowed.
 	took, err := dialTCP(t, path, "tcp4", "192.0.2.1:80", 5*time.Second)
-	if !errors.Is(err, syscall.ECONNREFUSED) || took > time.Second {
-		t.Errorf("connect after the overrun: %v after %v, want ECONNREFUSED at once", err, took)
+	if !errors.Is(err, syscall.ECONNREFUSED) || took > 2500*time.Millisecond {
+		t.Errorf("connect after the overrun: %v after %v, want ECONNREFUSED within a retransmission", err, took)
 	}
 	t.Logf("flood of %d: %d events, Dropped() = %d", flood, n.Load(), q.Dropped())
 	if q.Dropped() == 0 {
