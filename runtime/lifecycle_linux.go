@@ -181,7 +181,8 @@ func killAndDestroy(c *libcontainer.Container) error {
 		}
 		return c.Destroy()
 	}
-	// No pidfd (an old kernel): look every killPoll.
+	// No pidfd (an old kernel, or the process is gone already): look at
+	// once, then every killPoll.
 	const killPoll = 10 * time.Millisecond
 	for deadline := time.Now().Add(killWait); time.Now().Before(deadline); time.Sleep(killPoll) {
 		// Signal 0 fails once there is no process left to signal.
