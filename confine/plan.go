@@ -114,6 +114,15 @@ type SeccompProgram struct {
 // Len is the number of instructions in the program.
 func (p SeccompProgram) Len() int { return len(p.Instructions) / 8 }
 
+// Validate checks that the program is a whole number of instructions, 1
+// to the kernel's BPF_MAXINSNS.
+func (p SeccompProgram) Validate() error {
+	if len(p.Instructions) == 0 || len(p.Instructions)%8 != 0 || p.Len() > maxBPFLen {
+		return fmt.Errorf("seccomp program %q has %d bytes, not 1 to %d instructions", p.Name, len(p.Instructions), maxBPFLen)
+	}
+	return nil
+}
+
 // Identity is a resolved user: numeric ids plus the name and home directory
 // from the container's /etc/passwd when it has an entry.
 type Identity struct {
@@ -164,8 +173,8 @@ func (p *Plan) Validate() error {
 		}
 	}
 	for _, prog := range p.Seccomp {
-		if len(prog.Instructions) == 0 || len(prog.Instructions)%8 != 0 || prog.Len() > maxBPFLen {
-			return fmt.Errorf("plan: seccomp program %q has %d bytes, not 1 to %d instructions", prog.Name, len(prog.Instructions), maxBPFLen)
+		if err := prog.Validate(); err != nil {
+			return fmt.Errorf("plan: %w", err)
 		}
 	}
 	if c := p.Capabilities; c != nil {

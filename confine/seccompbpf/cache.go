@@ -29,9 +29,6 @@ type Cache struct {
 // entries made by another moat are not reused.
 const cacheFormat = "moat-seccompbpf-1"
 
-// maxInstructions is the kernel's BPF_MAXINSNS.
-const maxInstructions = 4096
-
 // maxCacheEntries bounds the directory: past it, new programs are compiled
 // and not kept.
 const maxCacheEntries = 256
@@ -73,7 +70,7 @@ func readCached(path string) (*confine.SeccompProgram, bool) {
 		return nil, false
 	}
 	var p confine.SeccompProgram
-	if json.Unmarshal(data, &p) != nil || p.Name != "container" || len(p.Instructions) == 0 || len(p.Instructions)%8 != 0 || p.Len() > maxInstructions {
+	if json.Unmarshal(data, &p) != nil || p.Name != "container" || p.Validate() != nil {
 		return nil, false
 	}
 	return &p, true
