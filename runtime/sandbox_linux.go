@@ -131,18 +131,27 @@ func openReady(cfg *policy.Config, root, id string) *os.File {
 // sandbox's network namespace, or has exited (every writer gone), or the
 // timeout passes.
 func waitReady(f *os.File) error {
-	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}
-	deadline := time.Now().Add(readyTimeout)
+	ok, err := waitReadable(int(f.Fd()), readyTimeout)
+	switch {
+	case err != nil:
+		return fmt.Errorf("wait for the sandbox: %w", err)
+	case !ok:
+		return fmt.Errorf("the container's init did not enter its network sandbox within %v", readyTimeout)
+	}
+	return nil
+}
+
+// waitReadable waits until fd is readable (POLLIN; a pidfd is when its
+// process has exited), and reports false when d passed first. A signal
+// does not restart the wait: it goes on for what is left of d.
+func waitReadable(fd int, d time.Duration) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(d)
 	for {
-		n, err := unix.Poll(fds, int(time.Until(deadline)/time.Millisecond))
-		switch {
-		case errors.Is(err, unix.EINTR):
+		n, err := unix.Poll(fds, int(max(time.Until(deadline), 0)/time.Millisecond))
+		if errors.Is(err, unix.EINTR) {
 			continue
-		case err != nil:
-			return fmt.Errorf("wait for the sandbox: %w", err)
-		case n == 0:
-			return fmt.Errorf("the container's init did not enter its network sandbox within %v", readyTimeout)
 		}
-		return nil
+		return n > 0, err
 	}
 }

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -174,16 +173,10 @@ func sidecarPID(netDir string) (int, bool) {
 	return pid, true
 }
 
-// waitPidfd waits for the process behind a pidfd to exit.
+// waitPidfd waits for the process behind a pidfd to exit, up to d.
 func waitPidfd(fd int, d time.Duration) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(d/time.Millisecond))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0
-	}
+	ok, err := waitReadable(fd, d)
+	return err == nil && ok
 }
 
 // SidecarBinary finds moat-sidecar: beside the moat executable, else in
