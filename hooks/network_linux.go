@@ -55,7 +55,7 @@ type NetworkSpec struct {
 	OuterDisposable bool
 	// KernelDir is where setups remember what they learnt about the
 	// kernel, so that each one does not find it out again (the runtime's
-	// state directory); "" remembers nothing. See queueExpr.
+	// state directory); "" remembers nothing. See xtQueueMemo.
 	KernelDir string
 }
 
@@ -168,7 +168,7 @@ func (s *setup) steps() []step {
 		return []step{
 			{"plan", (*setup).plan},
 			{"inner netns", (*setup).innerOnly},
-			{"inner loopback and table", (*setup).configureInnerOnly},
+			{"inner loopback and table", (*setup).configureInner},
 			{"record", (*setup).record},
 		}
 	}
@@ -303,10 +303,9 @@ func (s *setup) outerAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// innerOnly makes the inner netns of a sandbox without egress, and
-// configureInnerOnly gives it its loopback and table.
-func (s *setup) innerOnly() error          { return s.createInner(&s.undo) }
-func (s *setup) configureInnerOnly() error { return s.configureInner() }
+// innerOnly makes the inner netns of a sandbox without egress (its
+// loopback and table come next: configureInner).
+func (s *setup) innerOnly() error { return s.createInner(&s.undo) }
 
 // prepare builds the inner netns and the outer rules side by side: they
 // touch different namespaces and take about as long.

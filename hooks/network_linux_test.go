@@ -325,16 +325,9 @@ func TestNetworkNoEgress(t *testing.T) {
 		if len(links) != 1 || links[0].Attrs().Name != "lo" || links[0].Attrs().Flags&net.FlagUp == 0 {
 			t.Errorf("inner links %v, want lo up only", links)
 		}
-		c, err := dialHere()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if _, err := c.nft.ListTableOfFamily(InnerTable, nftables.TableFamilyINet); err != nil {
-			t.Errorf("inner table: %v", err)
-		}
 		return nil
 	})
+	checkInnerTable(t, n.InnerPath)
 	log := listenNFLog(t, n.InnerPath, 100)
 	ln := listenIn(t, n.InnerPath, "127.0.0.1:0")
 	readOK(t, n.InnerPath, ln.Addr().String())
@@ -355,6 +348,22 @@ func TestNetworkNoEgress(t *testing.T) {
 		}
 	}
 	checkClean(t, before, snapshot(t, "", allocDir))
+}
+
+// checkInnerTable checks that the netns at path has the sandbox's table.
+func checkInnerTable(t *testing.T, path string) {
+	t.Helper()
+	inNS(t, path, func() error {
+		c, err := dialHere()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.nft.ListTableOfFamily(InnerTable, nftables.TableFamilyINet); err != nil {
+			t.Errorf("inner table: %v", err)
+		}
+		return nil
+	})
 }
 
 // TestStartNetworkNoEgress: StartNetwork hands back the inner netns at
@@ -382,17 +391,7 @@ func TestStartNetworkNoEgress(t *testing.T) {
 	if err != nil || loaded.InnerInode != n.InnerInode {
 		t.Fatalf("LoadNetwork after finish: %+v, %v", loaded, err)
 	}
-	inNS(t, n.InnerPath, func() error {
-		c, err := dialHere()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if _, err := c.nft.ListTableOfFamily(InnerTable, nftables.TableFamilyINet); err != nil {
-			t.Errorf("inner table after finish: %v", err)
-		}
-		return nil
-	})
+	checkInnerTable(t, n.InnerPath)
 	refusedFast(t, n.InnerPath, "192.0.2.1:80", unix.ECONNREFUSED)
 	if err := TeardownNetwork(dir); err != nil {
 		t.Errorf("TeardownNetwork: %v", err)
