@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/moatsandbox/moat/policy"
 )
@@ -127,10 +126,6 @@ func (c *countingGlobs) Get(k ast.Value) (any, bool) {
 		c.misses++
 	}
 	return v, ok
-}
-
-func regoGlobCache(c *countingGlobs) rego.EvalOption {
-	return rego.EvalInterQueryBuiltinValueCache(c)
 }
 
 func TestDecideCachedAllocs(t *testing.T) {

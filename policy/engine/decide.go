@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/moatsandbox/moat/policy"
 )
@@ -132,7 +131,7 @@ func (c *compiled) evaluate(ctx context.Context, host string, in *policy.Input) 
 		t, err = c.eval(ctx, c.conn, input.setGlobs(x, host, buckets, in))
 		globInputs.Put(input)
 	default:
-		t, err = c.eval(ctx, c.conn, rego.EvalParsedInput(allInput(x, host, exact, hostless, buckets, in)))
+		t, err = c.eval(ctx, c.conn, allInput(x, host, exact, hostless, buckets, in))
 	}
 	if err != nil {
 		return nil, err

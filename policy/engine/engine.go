@@ -7,11 +7,11 @@
 // lookups (exact "host:port", hostless endpoints by port, host globs by
 // their literal last two labels), whose entries carry what the module
 // checks next (the policy's binaries, the endpoint's HTTP rules), and an
-// embedded Rego module prepared with PrepareForEval; each decision is then
-// one Eval of the prepared query with an AST input, no JSON round trip. The
-// input reuses the index's terms and, in the common case, a pooled
-// document (see pooledInput); the store answers the decision's one lookup
-// from Go maps (see indexStore). OPA returns structured results (matching
+// embedded Rego module compiled with its two queries; each decision is then
+// one topdown evaluation of a compiled query with an AST input, no JSON
+// round trip. The input reuses the index's terms and, in the common case, a
+// pooled document (see pooledInput); the store answers the decision's one
+// lookup from Go maps (see indexStore). OPA returns structured results (matching
 // endpoints, matched and listing policies); deny reasons are worded in Go,
 // so that a cached verdict can render the reason with the current caller's
 // command line.
@@ -36,8 +36,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
-	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/moatsandbox/moat/policy"
@@ -74,10 +72,8 @@ type compiled struct {
 	rev     uint64
 	policy  *policy.Policy
 	idx     *index
-	conn    rego.PreparedEvalQuery
-	request rego.PreparedEvalQuery
-	txn     storage.Transaction // read-only, open for the revision's lifetime
-	opts    [7]rego.EvalOption  // every evaluation's options but the input; the globs last
+	conn    *topdown.Query // the queries, configured but for their input
+	request *topdown.Query
 	cache   *cache
 }
 
@@ -142,23 +138,11 @@ func compile(ctx context.Context, p *policy.Policy) (*compiled, error) {
 	}
 	// One store, read-only and already in AST form, shared by both queries.
 	store := newIndexStore(idx)
-	prepare := func(query string) (rego.PreparedEvalQuery, error) {
-		ref, err := ast.ParseRef(query)
-		if err != nil {
-			return rego.PreparedEvalQuery{}, fmt.Errorf("parse query %s: %w", query, err)
-		}
-		// The query's expression has no location: rego copies an
-		// expression's location and text into every result.
-		pq, err := rego.New(
-			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
-			rego.ParsedModule(parsed),
-			rego.Store(store),
-			rego.GenerateJSON(keepAST),
-		).PrepareForEval(ctx)
-		if err != nil {
-			return pq, fmt.Errorf("prepare rego %s: %w", query, err)
-		}
-		return pq, nil
+	// The module is compiled once; its queries are compiled and evaluated
+	// with topdown directly (see eval).
+	compiler := ast.NewCompiler()
+	if compiler.Compile(map[string]*ast.Module{"moat.rego": parsed}); compiler.Failed() {
+		return nil, fmt.Errorf("compile rego: %w", compiler.Errors)
 	}
 	// The store is never written, so one read transaction serves every
 	// evaluation of this revision (an unreferenced revision is garbage
@@ -167,16 +151,28 @@ func compile(ctx context.Context, p *policy.Policy) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store transaction: %w", err)
 	}
-	c := &compiled{policy: p, idx: idx, txn: txn, cache: newCache(cacheSize)}
-	c.opts = [...]rego.EvalOption{
-		rego.EvalTransaction(txn),
-		rego.EvalExternalCancel(neverCancel),
-		rego.EvalMetrics(noMetrics),
-		rego.EvalBaseCache(noBaseCache{}),
-		rego.EvalVirtualCache(noVirtualCache{}),
-		rego.EvalRequestMetadata(noRequestMetadata),
-		rego.EvalInterQueryBuiltinValueCache(idx.globs),
+	prepare := func(query string) (*topdown.Query, error) {
+		ref, err := ast.ParseRef(query)
+		if err != nil {
+			return nil, fmt.Errorf("parse query %s: %w", query, err)
+		}
+		qc := compiler.QueryCompiler()
+		body, err := qc.Compile(ast.NewBody(ast.Equality.Expr(ast.NewTerm(resultVar), ast.NewTerm(ref))))
+		if err != nil {
+			return nil, fmt.Errorf("compile query %s: %w", query, err)
+		}
+		return topdown.NewQuery(body).
+			WithQueryCompiler(qc).
+			WithCompiler(compiler).
+			WithStore(store).
+			WithTransaction(txn).
+			WithMetrics(noMetrics).
+			WithBaseCache(noBaseCache{}).
+			WithVirtualCache(noVirtualCache{}).
+			WithRequestMetadata(noRequestMetadata).
+			WithInterQueryBuiltinValueCache(idx.globs), nil
 	}
+	c := &compiled{policy: p, idx: idx, cache: newCache(cacheSize)}
 	if c.conn, err = prepare(connQuery); err != nil {
 		return nil, err
 	}
@@ -186,43 +182,35 @@ func compile(ctx context.Context, p *policy.Policy) (*compiled, error) {
 	return c, nil
 }
 
-// keepAST hands results back as AST terms: the Go side reads them directly
-// instead of paying for a conversion to map[string]any.
-func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+// resultVar is the variable the queries bind their result to.
+var resultVar = ast.Var("result")
 
-// eval evaluates a prepared query and returns its single result, or nil
-// when it is undefined. The evaluation shares the compiled policy's read
-// transaction and precompiled globs, collects no metrics, caches no data
-// reads, and checks ctx only before starting (a decision takes
-// microseconds; OPA would otherwise start a goroutine per evaluation to
-// watch ctx).
-//
-// input is the option that hands OPA the input document
-// (rego.EvalParsedInput).
-func (c *compiled) eval(ctx context.Context, q rego.PreparedEvalQuery, input rego.EvalOption) (*ast.Term, error) {
+// eval evaluates a query with input and returns its single result, or nil
+// when it is undefined. It calls topdown with the query's own copy of a
+// configured template rather than rego's Eval, which would build the same
+// query afresh (some twenty options) and convert every result. The
+// evaluation shares the compiled policy's read transaction and precompiled
+// globs, collects no metrics, caches no data reads, and checks ctx only
+// before starting (a decision takes microseconds; rego would otherwise
+// start a goroutine per evaluation to watch ctx).
+func (c *compiled) eval(ctx context.Context, tmpl *topdown.Query, input *ast.Term) (*ast.Term, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("eval rego: %w", err)
 	}
-	var opts [len(compiled{}.opts) + 1]rego.EvalOption
-	copy(opts[:], c.opts[:])
-	opts[len(opts)-1] = input
-	rs, err := q.Eval(ctx, opts[:]...)
+	q := *tmpl // Iter sets fields of its query (the time); each call its own
+	var out *ast.Term
+	err := q.WithInput(input).Iter(ctx, func(qr topdown.QueryResult) error {
+		out = qr[resultVar]
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("eval rego: %w", err)
 	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return nil, nil
-	}
-	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
-	if !ok {
-		return nil, fmt.Errorf("eval rego: unexpected result %T", rs[0].Expressions[0].Value)
-	}
-	return t, nil
+	return out, nil
 }
 
 var (
-	neverCancel = topdown.NewCancel()
-	noMetrics   = metrics.NoOp()
+	noMetrics = metrics.NoOp()
 
 	// noRequestMetadata is the request metadata of every evaluation:
 	// none. OPA hands it to builtins that use it (http.send and the

@@ -284,7 +284,8 @@ func TestGlobsPrecompiled(t *testing.T) {
 	e := mustNew(t, p)
 	c := e.cur.Load()
 	counting := &countingGlobs{globs: c.idx.globs}
-	c.opts[len(c.opts)-1] = regoGlobCache(counting)
+	c.conn.WithInterQueryBuiltinValueCache(counting)
+	c.request.WithInterQueryBuiltinValueCache(counting)
 	if d := decide(t, e, conn(curl, "a.example.com", 443)); d.Action != policy.Allow {
 		t.Fatalf("glob decision: %s", describe(d))
 	}

@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/moatsandbox/moat/policy"
 )
@@ -50,8 +49,8 @@ const maxPooledPaths = 8
 // ones, so the document can be reused as soon as the evaluation returns.
 // sync.Pool gives it to one goroutine at a time.
 type pooledInput struct {
-	obj ast.Object
-	opt rego.EvalOption // rego.EvalParsedInput(obj), made once
+	obj  ast.Object
+	term *ast.Term // of obj, made once
 
 	// paths[n] is the array term of n paths, made on first use.
 	paths [maxPooledPaths + 1]*ast.Term
@@ -70,27 +69,27 @@ func newPooledInput(lookups *ast.Term, keys ...*ast.Term) *pooledInput {
 		items = append(items, [2]*ast.Term{k, emptyString})
 	}
 	in := &pooledInput{obj: ast.NewObject(items...)}
-	in.opt = rego.EvalParsedInput(in.obj)
+	in.term = ast.NewTerm(in.obj)
 	return in
 }
 
 // setExact fills in an exact input: the destination (the index's term
 // for "host:port") and the paths of pin's executable and ancestors. It
 // returns the option that hands the input to OPA.
-func (in *pooledInput) setExact(x *index, hostPort *ast.Term, pin *policy.Input) rego.EvalOption {
+func (in *pooledInput) setExact(x *index, hostPort *ast.Term, pin *policy.Input) *ast.Term {
 	in.obj.Insert(hostPortKey, hostPort)
 	in.setPaths(x, pin)
-	return in.opt
+	return in.term
 }
 
 // setGlobs fills in a globs input: the lowercased host, its glob buckets
 // (not kept) and the paths of pin's executable and ancestors. It returns
 // the option that hands the input to OPA.
-func (in *pooledInput) setGlobs(x *index, host string, buckets []*ast.Term, pin *policy.Input) rego.EvalOption {
+func (in *pooledInput) setGlobs(x *index, host string, buckets []*ast.Term, pin *policy.Input) *ast.Term {
 	in.obj.Insert(hostKey, ast.StringTerm(host))
 	in.obj.Insert(globBucketsKey, x.bucketsTerm(buckets))
 	in.setPaths(x, pin)
-	return in.opt
+	return in.term
 }
 
 // setPaths fills in the paths of pin's executable and ancestors.
@@ -124,7 +123,7 @@ func (in *pooledInput) setPaths(x *index, pin *policy.Input) {
 //
 // The terms of host:port, port and buckets are the index's own; buckets
 // is not kept.
-func allInput(x *index, host string, exact, hostless *ast.Term, buckets []*ast.Term, pin *policy.Input) ast.Value {
+func allInput(x *index, host string, exact, hostless *ast.Term, buckets []*ast.Term, pin *policy.Input) *ast.Term {
 	var items [6][2]*ast.Term
 	items[0] = [2]*ast.Term{lookupsKey, lookupsAll}
 	items[1] = [2]*ast.Term{hostKey, ast.StringTerm(host)}
@@ -142,7 +141,7 @@ func allInput(x *index, host string, exact, hostless *ast.Term, buckets []*ast.T
 		items[n] = [2]*ast.Term{globBucketsKey, x.bucketsTerm(buckets)}
 		n++
 	}
-	return ast.NewObject(items[:n]...)
+	return ast.NewTerm(ast.NewObject(items[:n]...))
 }
 
 // pathsTerm returns a new array term of the paths of pin's executable and

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/moatsandbox/moat/policy"
 )
@@ -67,13 +66,13 @@ func (c *compiled) requestAllowed(ctx context.Context, v *verdict, req *policy.R
 		}
 		refs[i] = info.term
 	}
-	input := ast.NewObject(
+	input := ast.ObjectTerm(
 		[2]*ast.Term{endpointsKey, ast.ArrayTerm(refs...)},
 		[2]*ast.Term{methodKey, ast.StringTerm(strings.ToUpper(req.Method))},
 		[2]*ast.Term{pathKey, ast.StringTerm(req.Path)},
 		[2]*ast.Term{queryKey, ast.NewTerm(query)},
 	)
-	t, err := c.eval(ctx, c.request, rego.EvalParsedInput(input))
+	t, err := c.eval(ctx, c.request, input)
 	if err != nil {
 		return false, err
 	}
