@@ -67,6 +67,12 @@ type RewriteInput struct {
 	// NetNS is the inner netns moat-init joins (an inherited fd, found by
 	// its inode). It makes the init keep CAP_SYS_ADMIN for the setns.
 	NetNS *confine.NetNS
+	// NetNSPath, when set, is the host path of the inner netns, which the
+	// container's network namespace entry is to name: for a sandbox
+	// without egress whose spec asks for a fresh netns, the inner netns is
+	// that netns, and no second one is made. The spec's entry must have no
+	// path.
+	NetNSPath string
 	// Ready is the start-readiness FIFO the first process inherits
 	// (confine.Plan.Ready); nil for none.
 	Ready *confine.Ready
@@ -95,7 +101,8 @@ type RewriteInput struct {
 //     read-only (and TrustMounts, when given);
 //   - adds MOAT_SANDBOX=1 to the environment, the proxy variables when the
 //     sandbox has a proxy, and, when the policy sets the user, HOME and
-//     USER of that user.
+//     USER of that user;
+//   - names NetNSPath, when given, in the network namespace entry.
 //
 // It refuses user-namespaced specs (ErrUserNamespace) and seccomp notify
 // listeners (ErrSeccompNotify). With `sandbox: off` in the admin config it
@@ -161,6 +168,13 @@ func Rewrite(spec *specs.Spec, in RewriteInput) (*specs.Spec, *confine.Plan, err
 		specs.Mount{Destination: confine.PlanPath, Type: "bind", Source: in.PlanPath, Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
 	)
 	out.Mounts = append(out.Mounts, in.TrustMounts...)
+	if in.NetNSPath != "" {
+		for i := range out.Linux.Namespaces {
+			if out.Linux.Namespaces[i].Type == specs.NetworkNamespace {
+				out.Linux.Namespaces[i].Path = in.NetNSPath
+			}
+		}
+	}
 	return out, plan, nil
 }
 
@@ -190,6 +204,9 @@ func check(spec *specs.Spec, in RewriteInput) error {
 	if _, err := capSets(p.Capabilities); err != nil {
 		return fmt.Errorf("rewrite spec: process.capabilities: %w", err)
 	}
+	if in.NetNSPath != "" && !freshNetNS(spec) {
+		return errors.New("rewrite spec: the inner netns can only replace a fresh network namespace (an entry without a path)")
+	}
 	if err := CheckSandboxable(spec); err != nil {
 		return err
 	}
@@ -205,6 +222,19 @@ func check(spec *specs.Spec, in RewriteInput) error {
 		return errors.New("rewrite spec: a compiled seccomp program was given but the spec has no profile")
 	}
 	return nil
+}
+
+// freshNetNS reports whether spec asks for a new network namespace.
+func freshNetNS(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
 }
 
 // CheckSandboxable refuses the specs moat cannot sandbox: no mount

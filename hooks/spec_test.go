@@ -257,6 +257,25 @@ func TestRewriteModesAndSlots(t *testing.T) {
 	}
 }
 
+// TestRewriteNetNSPath: the inner netns, when given, becomes the
+// container's network namespace; the input spec stays as it was.
+func TestRewriteNetNSPath(t *testing.T) {
+	in := testInput()
+	in.NetNSPath = "/run/moat/networks/k/netns"
+	spec := testSpec()
+	out, _, err := Rewrite(spec, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: in.NetNSPath}, {Type: specs.MountNamespace}}
+	if !reflect.DeepEqual(out.Linux.Namespaces, want) {
+		t.Errorf("namespaces %+v, want %+v", out.Linux.Namespaces, want)
+	}
+	if spec.Linux.Namespaces[1].Path != "" {
+		t.Error("the input spec was modified")
+	}
+}
+
 func TestRewriteSandboxOff(t *testing.T) {
 	in := testInput()
 	in.Config = policy.DefaultConfig()
@@ -309,6 +328,14 @@ func TestRewriteRefusals(t *testing.T) {
 		{"trust mount elsewhere", func(_ *specs.Spec, in *RewriteInput) {
 			in.TrustMounts = []specs.Mount{{Destination: "/etc/ssl/ca.pem"}}
 		}, nil, "not under /etc/moat-tls"},
+		{"inner netns for a netns path", func(s *specs.Spec, in *RewriteInput) {
+			s.Linux.Namespaces[1].Path = "/var/run/netns/cni-1"
+			in.NetNSPath = "/run/moat/networks/k/netns"
+		}, nil, "only replace a fresh network namespace"},
+		{"inner netns without a netns", func(s *specs.Spec, in *RewriteInput) {
+			s.Linux.Namespaces = s.Linux.Namespaces[:1]
+			in.NetNSPath = "/run/moat/networks/k/netns"
+		}, nil, "only replace a fresh network namespace"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec, in := testSpec(), testInput()

@@ -170,6 +170,7 @@ func prepareSandbox(req SandboxRequest) (_ *prepared, retErr error) {
 		PlanPath:         planPath,
 		Mode:             mode,
 		NetNS:            &confine.NetNS{Inode: sn.inode},
+		NetNSPath:        sn.asContainerNetNS,
 		Ready:            &confine.Ready{Inode: readyIno},
 		Proxy:            sn.proxy,
 	})

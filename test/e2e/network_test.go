@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/moatsandbox/moat/test/fixtures"
 )
 
@@ -189,6 +191,60 @@ func TestNetworkNoEgress(t *testing.T) {
 	if n := netLinks(t); n != linksBefore {
 		t.Errorf("moat links: %d before, %d after", linksBefore, n)
 	}
+}
+
+// TestNetworkNoEgressNetNS: a sandbox without egress whose spec asks for a
+// fresh netns has one netns, the inner one, from its creation on (the init
+// is in it before moat-init runs); with a hook, which may configure the
+// container's netns as Docker's and nerdctl's do, that netns is a fresh one
+// of the hook's and only the agent's processes are in the inner netns.
+func TestNetworkNoEgressNetNS(t *testing.T) {
+	e := newSandboxEnv(t, sandboxPolicy)
+	networks := filepath.Join(filepath.Dir(e.config), "moat-state", "networks")
+	for _, hook := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hook=%v", hook), func(t *testing.T) {
+			bundle := sandboxBundle(t, "sleep", "60")
+			if hook {
+				spec, err := fixtures.ReadSpec(bundle)
+				if err != nil {
+					t.Fatal(err)
+				}
+				spec.Hooks = &specs.Hooks{Poststart: []specs.Hook{{Path: "/bin/true"}}}
+				if err := fixtures.WriteSpec(bundle, spec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			id := e.id("netns")
+			e.mustMoat("create", "--bundle", bundle, id)
+			defer e.moat("delete", "--force", id)
+			pins, _ := filepath.Glob(filepath.Join(networks, "*", "netns"))
+			if len(pins) != 1 {
+				t.Fatalf("inner netns pins: %v", pins)
+			}
+			inner := netnsLink(t, pins[0])
+			// Before start, the container's process is libcontainer's
+			// init, in the netns libcontainer gave it.
+			created := netnsLink(t, fmt.Sprintf("/proc/%d/ns/net", e.state(id).Pid))
+			if (created == inner) == hook {
+				t.Errorf("hook=%v: the created container's netns is %s, the inner netns %s", hook, created, inner)
+			}
+			e.mustMoat("start", id)
+			out, stderr, code := e.moat("exec", id, "sh", "-c", "readlink /proc/self/ns/net; "+ifaces+"; probe dial tcp 192.0.2.1:80")
+			if want := inner + "\nlo \nECONNREFUSED\n"; code != 0 || out != want {
+				t.Errorf("exec: exit %d, %q, want %q; stderr %s", code, out, want, stderr)
+			}
+		})
+	}
+}
+
+// netnsLink is the target of a netns link or pin ("net:[INODE]").
+func netnsLink(t *testing.T, path string) string {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("net:[%d]", st.Ino)
 }
 
 // TestNetworkIdentity: the proxy decides by the binary that opened the
