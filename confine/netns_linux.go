@@ -12,6 +12,10 @@ import (
 // the fd it came from (the program must not inherit it) and checks that the
 // thread's namespace now has the planned inode. Any mismatch fails the
 // start: running the program in the wrong namespace would bypass the proxy.
+// A process already there (the runtime made the inner netns the
+// container's own) skips the setns, and with it a stop-the-world round in
+// reap mode: its threads all descend from this one and none has changed
+// namespace.
 func joinNetNS(ns *NetNS, t threads) error {
 	fd := ns.FD
 	if fd == 0 {
@@ -28,16 +32,30 @@ func joinNetNS(ns *NetNS, t threads) error {
 	if st.Ino != ns.Inode {
 		return fmt.Errorf("netns fd %d has inode %d, the plan expects %d", fd, st.Ino, ns.Inode)
 	}
+	if cur, err := threadNetNS(); err == nil && cur == ns.Inode {
+		return nil
+	}
 	if errno := t.syscall(unix.SYS_SETNS, uintptr(fd), unix.CLONE_NEWNET, 0); errno != 0 {
 		return fmt.Errorf("setns into the sandbox network namespace: %w", errno)
 	}
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return fmt.Errorf("check network namespace: %w", err)
+	cur, err := threadNetNS()
+	if err != nil {
+		return err
 	}
-	if st.Ino != ns.Inode {
-		return fmt.Errorf("after setns the network namespace has inode %d, the plan expects %d", st.Ino, ns.Inode)
+	if cur != ns.Inode {
+		return fmt.Errorf("after setns the network namespace has inode %d, the plan expects %d", cur, ns.Inode)
 	}
 	return nil
+}
+
+// threadNetNS returns the inode of the calling thread's network namespace
+// (nsfs inodes are unique on the host).
+func threadNetNS() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("check network namespace: %w", err)
+	}
+	return st.Ino, nil
 }
 
 // findNetNS returns the inherited fd above 2 that is a namespace file with
