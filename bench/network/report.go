@@ -43,6 +43,13 @@ func (b *bench) report() {
 		row("setup p50, squid", col(r.setupSqd, 0), us, "")
 		row("setup p99, squid", col(r.setupSqd, 2), us, "")
 	}
+	// Every round, in order: Squid's cost per tunnel goes in a cycle of
+	// tens of seconds under this churn (docs/benchmarks.md), so a median
+	// of a few rounds depends on where they fell in it.
+	rounds("rounds, moat", r.tunMoat, r.cpuMoat)
+	if !o.noSquid {
+		rounds("rounds, squid", r.tunSquid, r.cpuSquid)
+	}
 	for kind, n := range r.tunErrors {
 		fmt.Printf("  %d failed tunnels via %s (not counted)\n", n, kind)
 	}
@@ -98,6 +105,19 @@ func row(name string, v []float64, f func(float64) string, note string) {
 		return
 	}
 	fmt.Printf("%-36s %12s %12s %12s  %s\n", name, f(pct(v, 50)), f(pct(v, 10)), f(pct(v, 90)), note)
+}
+
+// rounds prints each round's tunnels per second and proxy CPU per tunnel,
+// in the order the rounds ran.
+func rounds(name string, rate, cpu []float64) {
+	parts := make([]string, len(rate))
+	for i := range rate {
+		parts[i] = perSec(rate[i])
+		if i < len(cpu) {
+			parts[i] += " " + us(cpu[i])
+		}
+	}
+	fmt.Printf("%s: %s\n", name, strings.Join(parts, ", "))
 }
 
 // col is column i of each round's percentiles.
