@@ -11,10 +11,10 @@
 // one topdown evaluation of a compiled query with an AST input, no JSON
 // round trip. The input reuses the index's terms and, in the common case, a
 // pooled document (see pooledInput); the store answers the decision's one
-// lookup from Go maps (see indexStore). OPA returns structured results (matching
-// endpoints, matched and listing policies); deny reasons are worded in Go,
-// so that a cached verdict can render the reason with the current caller's
-// command line.
+// lookup from Go maps (see indexStore). OPA returns structured results
+// (matching endpoints, matched and listing policies); deny reasons are
+// worded in Go, so that a cached verdict can render the reason with the
+// current caller's command line.
 //
 // Connection verdicts are cached per policy revision, keyed by the whole
 // identity (executable and ancestors, each with its fingerprint), host and

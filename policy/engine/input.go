@@ -42,7 +42,7 @@ const maxPooledPaths = 8
 //
 // Building one afresh allocates about ten times per decision (the object,
 // its map and elements, the array of paths and its hashes, the input
-// option). A pooled one is filled in place instead: ast.Array.Set replaces
+// term). A pooled one is filled in place instead: ast.Array.Set replaces
 // an element and ast.Object.Insert the value of an existing key, each
 // keeping the cached hashes right. OPA only reads the input while it
 // evaluates, and a decision's result holds data terms only, never input
@@ -75,7 +75,7 @@ func newPooledInput(lookups *ast.Term, keys ...*ast.Term) *pooledInput {
 
 // setExact fills in an exact input: the destination (the index's term
 // for "host:port") and the paths of pin's executable and ancestors. It
-// returns the option that hands the input to OPA.
+// returns the document's term, OPA's input.
 func (in *pooledInput) setExact(x *index, hostPort *ast.Term, pin *policy.Input) *ast.Term {
 	in.obj.Insert(hostPortKey, hostPort)
 	in.setPaths(x, pin)
@@ -84,7 +84,7 @@ func (in *pooledInput) setExact(x *index, hostPort *ast.Term, pin *policy.Input)
 
 // setGlobs fills in a globs input: the lowercased host, its glob buckets
 // (not kept) and the paths of pin's executable and ancestors. It returns
-// the option that hands the input to OPA.
+// the document's term, OPA's input.
 func (in *pooledInput) setGlobs(x *index, host string, buckets []*ast.Term, pin *policy.Input) *ast.Term {
 	in.obj.Insert(hostKey, ast.StringTerm(host))
 	in.obj.Insert(globBucketsKey, x.bucketsTerm(buckets))
