@@ -169,11 +169,7 @@ func Rewrite(spec *specs.Spec, in RewriteInput) (*specs.Spec, *confine.Plan, err
 	)
 	out.Mounts = append(out.Mounts, in.TrustMounts...)
 	if in.NetNSPath != "" {
-		for i := range out.Linux.Namespaces {
-			if out.Linux.Namespaces[i].Type == specs.NetworkNamespace {
-				out.Linux.Namespaces[i].Path = in.NetNSPath
-			}
-		}
+		NetNSEntry(out).Path = in.NetNSPath // check: the entry exists, without a path
 	}
 	return out, plan, nil
 }
@@ -204,7 +200,7 @@ func check(spec *specs.Spec, in RewriteInput) error {
 	if _, err := capSets(p.Capabilities); err != nil {
 		return fmt.Errorf("rewrite spec: process.capabilities: %w", err)
 	}
-	if in.NetNSPath != "" && !freshNetNS(spec) {
+	if ns := NetNSEntry(spec); in.NetNSPath != "" && (ns == nil || ns.Path != "") {
 		return errors.New("rewrite spec: the inner netns can only replace a fresh network namespace (an entry without a path)")
 	}
 	if err := CheckSandboxable(spec); err != nil {
@@ -224,17 +220,17 @@ func check(spec *specs.Spec, in RewriteInput) error {
 	return nil
 }
 
-// freshNetNS reports whether spec asks for a new network namespace.
-func freshNetNS(spec *specs.Spec) bool {
+// NetNSEntry is the spec's network namespace entry, nil when it has none.
+func NetNSEntry(spec *specs.Spec) *specs.LinuxNamespace {
 	if spec.Linux == nil {
-		return false
+		return nil
 	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			return ns.Path == ""
+	for i := range spec.Linux.Namespaces {
+		if spec.Linux.Namespaces[i].Type == specs.NetworkNamespace {
+			return &spec.Linux.Namespaces[i]
 		}
 	}
-	return false
+	return nil
 }
 
 // CheckSandboxable refuses the specs moat cannot sandbox: no mount

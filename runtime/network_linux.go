@@ -80,7 +80,7 @@ func indexDir(cfg *policy.Config, kind string) string {
 // container in. On error nothing is left behind.
 func setupNetwork(req SandboxRequest, res *policy.Resolved, key string) (_ *sandboxNet, retErr error) {
 	cfg, spec := req.Config, req.Spec
-	nsEntry := netnsEntry(spec)
+	nsEntry := hooks.NetNSEntry(spec)
 	if nsEntry != nil && nsEntry.Path != "" {
 		if dir, ok := lookupNetNS(cfg, nsEntry.Path); ok {
 			return joinNetwork(cfg, dir, key, req.ID)
@@ -336,19 +336,6 @@ func hasHooks(spec *specs.Spec) bool {
 	h := spec.Hooks
 	return h != nil && len(h.Prestart)+len(h.CreateRuntime)+len(h.CreateContainer)+
 		len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0
-}
-
-// netnsEntry is the spec's network namespace entry, nil when it has none.
-func netnsEntry(spec *specs.Spec) *specs.LinuxNamespace {
-	if spec.Linux == nil {
-		return nil
-	}
-	for i := range spec.Linux.Namespaces {
-		if spec.Linux.Namespaces[i].Type == specs.NetworkNamespace {
-			return &spec.Linux.Namespaces[i]
-		}
-	}
-	return nil
 }
 
 // lookupNetNS finds the sandbox whose inner or outer netns is at path.
