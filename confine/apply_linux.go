@@ -28,6 +28,10 @@ type Program struct {
 	Path string   // resolved executable
 	Args []string // argv, Args[0] as given
 	Env  []string // the environment with the plan's overrides
+
+	// ready is the readiness FIFO that reap mode signals once it relays
+	// signals (close-on-exec); -1 when there is none or it was signalled.
+	ready int
 }
 
 // Confine applies plan to the calling process in the order the design
@@ -62,7 +66,7 @@ func Confine(plan *Plan, argv, env []string, opts Options) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	prog := &Program{Path: path, Args: argv, Env: env}
+	prog := &Program{Path: path, Args: argv, Env: env, ready: -1}
 
 	t := everyThread
 	if plan.Mode == ModeExec {
@@ -78,10 +82,15 @@ func Confine(plan *Plan, argv, env []string, opts Options) (*Program, error) {
 			return nil, err
 		}
 	}
-	if plan.Ready != nil {
-		if err := signalReady(plan.Ready); err != nil {
+	if prog.ready, err = readyFD(plan.Ready); err != nil {
+		return nil, err
+	}
+	if plan.Mode == ModeExec {
+		// In reap mode the start waits until signals are relayed (Reap).
+		if err := signalReady(prog.ready); err != nil {
 			return nil, err
 		}
+		prog.ready = -1
 	}
 	rs, err := prepareLandlock(plan.Landlock, path, opts.warn)
 	if err != nil {
@@ -107,13 +116,6 @@ func Confine(plan *Plan, argv, env []string, opts Options) (*Program, error) {
 // environment: exec'd in ModeExec (Run returns only on error), or forked
 // and supervised in ModeReap, returning the status to exit with.
 func Run(plan *Plan, argv []string, opts Options) (int, error) {
-	var sigs func() chan os.Signal
-	if plan.Mode != ModeExec {
-		// Registering for signals starts the runtime's signal machinery
-		// (a thread and a goroutine), which costs milliseconds here; it
-		// overlaps the confinement instead of following it.
-		sigs = notifyAsync()
-	}
 	prog, err := Confine(plan, argv, os.Environ(), opts)
 	if err != nil {
 		return ExitCode(err), err
@@ -122,7 +124,7 @@ func Run(plan *Plan, argv []string, opts Options) (int, error) {
 		err := Exec(prog)
 		return ExitCode(err), err
 	}
-	return reap(prog, sigs)
+	return Reap(prog)
 }
 
 // Harden confines one of moat's own long-running processes (the sidecar)

@@ -75,12 +75,27 @@ func findNetNS(inode uint64) (int, error) {
 	return fd, nil
 }
 
-// signalReady writes one byte to the inherited readiness FIFO, if this
-// process has it, and closes it.
-func signalReady(r *Ready) error {
+// readyFD returns the inherited readiness FIFO the plan names, marked
+// close-on-exec so that no program inherits it, or -1 when this process
+// has none (exec'd processes). It is looked up before Landlock, which may
+// hide /proc/self/fd.
+func readyFD(r *Ready) (int, error) {
+	if r == nil {
+		return -1, nil
+	}
 	fd, err := findInherited(r.Inode, func(_ int, st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFIFO })
 	if err != nil || fd < 0 {
-		return err
+		return -1, err
+	}
+	unix.CloseOnExec(fd)
+	return fd, nil
+}
+
+// signalReady writes one byte to the readiness FIFO fd (from readyFD) and
+// closes it; fd -1 does nothing.
+func signalReady(fd int) error {
+	if fd < 0 {
+		return nil
 	}
 	defer unix.Close(fd)
 	if _, err := unix.Write(fd, []byte{1}); err != nil {

@@ -52,9 +52,10 @@ type Plan struct {
 	NetNS *NetNS `json:"netns,omitempty"`
 
 	// Ready, when set, names a FIFO the container's first process
-	// inherits: moat-init writes one byte to it as soon as it is in the
-	// planned network namespace, and `moat start` waits for that byte.
-	// Processes that do not inherit it (exec'd ones) skip the signal.
+	// inherits: moat-init writes one byte to it once it is in the planned
+	// network namespace (exec mode) or, in reap mode, once it relays
+	// signals to the program it started; `moat start` waits for that
+	// byte. Processes that do not inherit it (exec'd ones) skip the signal.
 	Ready *Ready `json:"ready,omitempty"`
 
 	// Landlock is the filesystem ruleset (policy.LandlockPlan). nil means

@@ -17,43 +17,32 @@ import (
 //     controlling terminal, the terminal's foreground (so job control and
 //     ^C reach it directly under `docker run -it`).
 //   - Every catchable signal moat-init receives is forwarded to the child,
-//     except SIGCHLD (reaping), SIGURG (the Go runtime's preemption),
-//     SIGPIPE, SIGTTIN and SIGTTOU (moat-init's own terminal and pipe state).
+//     except SIGCHLD, SIGURG (the Go runtime's preemption), SIGPIPE,
+//     SIGTTIN and SIGTTOU (moat-init's own terminal and pipe state).
 //   - Every child that exits is reaped: orphans re-parented to moat-init as
-//     PID 1, or as a child subreaper when it is not PID 1 (`moat exec`).
+//     PID 1, or as a child subreaper when it is not PID 1.
 //
-// Reap returns as soon as the program exits; any remaining descendants die
-// with the container's PID namespace (or are re-parented upwards). The
-// signals stay registered: the caller is expected to exit right away.
+// The program starts first; the signals are registered while it runs.
+// Registering for all of them costs milliseconds on a small VM, since the
+// Go runtime updates the mask of its signal thread once per signal, a
+// round trip between two threads each time. Only then is the readiness
+// FIFO signalled, so `moat start`, and every `moat kill` after it, waits
+// for the registration. A signal sent to moat-init before it (only a
+// process inside the container can) gets the Go runtime's default: ignored,
+// or, for SIGHUP, SIGINT, SIGQUIT, SIGABRT and SIGTERM, the end of
+// moat-init and with it of the container.
+//
+// Reap returns as soon as the program exits, whether or not the
+// registration has finished: the calling thread waits for it (and reaps
+// the orphans) itself. Any remaining descendants die with the container's
+// PID namespace (or are re-parented upwards). The caller is expected to
+// exit right away.
 func Reap(p *Program) (int, error) {
-	return reap(p, notifyAsync())
-}
-
-// notifyAsync registers for every signal from another goroutine and
-// returns a function that waits for the registration and yields the
-// channel. Registration must complete before the fork, so that no SIGCHLD
-// or early signal is lost.
-func notifyAsync() func() chan os.Signal {
-	done := make(chan chan os.Signal, 1)
-	go func() {
-		sigs := make(chan os.Signal, 128)
-		signal.Notify(sigs)
-		done <- sigs
-	}()
-	return func() chan os.Signal { return <-done }
-}
-
-func reap(p *Program, registered func() chan os.Signal) (int, error) {
 	if os.Getpid() != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			return ExitConfineFailed, fmt.Errorf("become child subreaper: %w", err)
 		}
 	}
-	// The registration is never undone: the caller exits as soon as reap
-	// returns, and signal.Stop waits for the runtime's signal delivery to
-	// go idle, which cost about 4 ms of every container's start.
-	sigs := registered()
-
 	attr := &syscall.ProcAttr{
 		Env:   p.Env,
 		Files: []uintptr{stdFD(0), stdFD(1), stdFD(2)},
@@ -71,45 +60,53 @@ func reap(p *Program, registered func() chan os.Signal) (int, error) {
 		}
 		return code, &ExitError{code, fmt.Errorf("exec %s: %w", p.Path, err)}
 	}
+	go relaySignals(pid, p.ready)
+	return waitProgram(pid)
+}
 
+// relaySignals registers for every signal, signals readiness (fd from
+// readyFD, -1 for none) and forwards what it receives to the program.
+// The registration is never undone: signal.Stop waits for the runtime's
+// signal delivery to go idle, and moat-init exits once the program has.
+func relaySignals(program, ready int) {
+	sigs := make(chan os.Signal, 128)
+	signal.Notify(sigs)
+	if err := signalReady(ready); err != nil {
+		fmt.Fprintln(os.Stderr, "moat-init: "+err.Error())
+	}
 	for sig := range sigs {
 		s, ok := sig.(syscall.Signal)
 		if !ok {
 			continue
 		}
 		switch s {
-		case syscall.SIGCHLD:
-			if status, done := reapAll(pid); done {
-				return status, nil
-			}
-		case syscall.SIGURG, syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU:
+		case syscall.SIGCHLD, syscall.SIGURG, syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU:
 		default:
-			_ = syscall.Kill(pid, s)
+			_ = syscall.Kill(program, s)
 		}
 	}
-	return ExitConfineFailed, errors.New("signal channel closed")
 }
 
-// reapAll collects every exited child. done reports that the program was
-// among them, with the status to exit with.
-func reapAll(program int) (status int, done bool) {
+// waitProgram reaps every child that exits until the program does, and
+// returns the status to exit with.
+func waitProgram(program int) (int, error) {
 	for {
 		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
-		if err != nil || pid <= 0 {
-			return status, done
+		if err != nil {
+			return ExitConfineFailed, fmt.Errorf("wait for the program: %w", err)
 		}
-		if pid == program {
-			done = true
-			switch {
-			case ws.Exited():
-				status = ws.ExitStatus()
-			case ws.Signaled():
-				status = 128 + int(ws.Signal())
-			}
+		if pid != program {
+			continue
+		}
+		switch {
+		case ws.Exited():
+			return ws.ExitStatus(), nil
+		case ws.Signaled():
+			return 128 + int(ws.Signal()), nil
 		}
 	}
 }

@@ -620,10 +620,16 @@ func TestRootSignalForwarding(t *testing.T) {
 			}
 			script := fmt.Sprintf(`trap 'echo got-%s; exit 42' %s; echo ready; while :; do sleep 0.05; done`, name, name)
 			out := &syncBuffer{}
-			cmd := startInit(t, basePlan(t), []string{"sh", "-c", script}, func(c *exec.Cmd) {
+			plan := basePlan(t)
+			withReady, waitReady := readyFIFO(t, plan)
+			cmd := startInit(t, plan, []string{"sh", "-c", script}, func(c *exec.Cmd) {
 				pidNS(true)(c)
+				withReady(c)
 				c.Stdout = out
 			})
+			// The runtime's start waits for the readiness byte, which
+			// moat-init writes once it relays signals.
+			waitReady()
 			waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
@@ -637,6 +643,59 @@ func TestRootSignalForwarding(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readyFIFO gives plan a readiness FIFO, which moat-init inherits as the
+// runtime passes it (opened read-write, here as fd 3), and returns the
+// setup for startInit and a wait for moat-init's byte.
+func readyFIFO(t *testing.T, plan *Plan) (setup func(*exec.Cmd), wait func()) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ready")
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	plan.Ready = &Ready{Inode: st.Ino}
+	setup = func(c *exec.Cmd) { c.ExtraFiles = append(c.ExtraFiles, f) }
+	wait = func() {
+		t.Helper()
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}, 10_000)
+		if err != nil || n == 0 {
+			t.Fatalf("moat-init did not signal readiness within 10s (%v)", err)
+		}
+	}
+	return setup, wait
+}
+
+// TestRootReadyFIFO: moat-init writes its readiness byte in both modes and
+// the program does not inherit the FIFO.
+func TestRootReadyFIFO(t *testing.T) {
+	requireRoot(t)
+	inBothModes(t, func(t *testing.T, mode string) {
+		plan := basePlan(t)
+		plan.Mode = mode
+		withReady, waitReady := readyFIFO(t, plan)
+		out := &syncBuffer{}
+		cmd := startInit(t, plan, []string{"sh", "-c", "ls -l /proc/self/fd/; echo listed; exec sleep 30"}, func(c *exec.Cmd) {
+			pidNS(true)(c)
+			withReady(c)
+			c.Stdout = out
+		})
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		waitReady()
+		waitFor(t, func() bool { return strings.Contains(out.String(), "listed") })
+		if !strings.Contains(out.String(), "->") || strings.Contains(out.String(), "/ready") {
+			t.Errorf("the program's fds should not include the readiness FIFO: %s", out.String())
+		}
+	})
 }
 
 func TestRootNetNS(t *testing.T) {

@@ -136,7 +136,7 @@ func (l *launch) execute() (status int, err error) {
 	if !l.attached() {
 		return 0, nil
 	}
-	status, err = signals.supervise(p, streams)
+	status, err = signals.supervise(p, streams, l.ready)
 	if err != nil {
 		kill(p)
 		return -1, err

@@ -47,7 +47,8 @@ func (r *Runtime) Start(id string) error {
 // startCreated lets a created container's process run. A sandboxed
 // container's start returns only once moat-init is in the sandbox's
 // network namespace, so poststart hooks and anything reading
-// /proc/PID/ns/net see the final state.
+// /proc/PID/ns/net see the final state, and (reap mode) relays signals, so
+// a `moat kill` that follows reaches the program.
 func (r *Runtime) startCreated(c *libcontainer.Container, id string) error {
 	var ready *os.File
 	if cfg, err := r.adminConfig(); err == nil && cfg.Sandbox {

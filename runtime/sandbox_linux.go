@@ -91,7 +91,8 @@ func (r *Runtime) DecisionLogDir(id string) (string, error) {
 }
 
 // readyFIFO, in a container's sandbox directory, is the FIFO moat-init
-// signals once it is in the sandbox's network namespace.
+// signals once it is in the sandbox's network namespace and, in reap mode,
+// relays signals to the program (confine.Plan.Ready).
 const readyFIFO = "ready"
 
 // readyTimeout bounds how long `moat start` waits for that signal.
@@ -127,16 +128,15 @@ func openReady(cfg *policy.Config, root, id string) *os.File {
 	return f
 }
 
-// waitReady waits until moat-init has signalled that it is in the
-// sandbox's network namespace, or has exited (every writer gone), or the
-// timeout passes.
+// waitReady waits until moat-init has signalled readiness, or has exited
+// (every writer gone), or the timeout passes.
 func waitReady(f *os.File) error {
 	ok, err := waitReadable(int(f.Fd()), readyTimeout)
 	switch {
 	case err != nil:
 		return fmt.Errorf("wait for the sandbox: %w", err)
 	case !ok:
-		return fmt.Errorf("the container's init did not enter its network sandbox within %v", readyTimeout)
+		return fmt.Errorf("the container's init did not get ready (network sandbox, signal relay) within %v", readyTimeout)
 	}
 	return nil
 }

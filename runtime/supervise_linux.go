@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"errors"
 	"os"
 	"os/signal"
 
@@ -46,8 +45,11 @@ func catchSignals(subreaper bool) *caughtSignals {
 
 // supervise relays signals to the process, keeps its pty the size of
 // moat's terminal and reaps moat's children until the process exits, and
-// returns its exit status (128+n when signal n killed it).
-func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio) (int, error) {
+// returns its exit status (128+n when signal n killed it). ready, when
+// set, is the sandbox's readiness FIFO: signals wait until moat-init has
+// written to it, which it does once it relays signals itself (before, the
+// Go runtime's defaults would handle them in moat-init).
+func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio, ready *os.File) (int, error) {
 	<-s.all
 	pid, err := p.Pid()
 	if err != nil {
@@ -56,7 +58,20 @@ func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio) (int,
 	// The terminal may be gone already (SIGHUP races); resize errors do
 	// not matter.
 	streams.resize()
-	for sig := range s.ch {
+	relaying := readiness(ready)
+	var held []os.Signal
+	for {
+		var sig os.Signal
+		select {
+		case <-relaying:
+			relaying = nil
+			for _, sig := range held {
+				relay(p, pid, sig)
+			}
+			held = nil
+			continue
+		case sig = <-s.ch:
+		}
 		switch sig {
 		case unix.SIGCHLD:
 			if status, exited := reapChildren(pid); exited {
@@ -71,13 +86,35 @@ func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio) (int,
 			// Go's scheduler preempts goroutines with SIGURG; it is not
 			// meant for the container.
 		default:
-			logrus.Debugf("relaying %v to pid %d", sig, pid)
-			if err := p.Signal(sig); err != nil {
-				logrus.Errorf("relay %v to pid %d: %v", sig, pid, err)
+			if relaying != nil {
+				held = append(held, sig)
+				continue
 			}
+			relay(p, pid, sig)
 		}
 	}
-	return -1, errors.New("signal channel closed")
+}
+
+// readiness returns a channel closed once the readiness FIFO f is
+// readable (or readyTimeout passed); nil f gives a closed one.
+func readiness(f *os.File) <-chan struct{} {
+	ch := make(chan struct{})
+	if f == nil {
+		close(ch)
+		return ch
+	}
+	go func() {
+		_, _ = waitReadable(int(f.Fd()), readyTimeout)
+		close(ch)
+	}()
+	return ch
+}
+
+func relay(p *libcontainer.Process, pid int, sig os.Signal) {
+	logrus.Debugf("relaying %v to pid %d", sig, pid)
+	if err := p.Signal(sig); err != nil {
+		logrus.Errorf("relay %v to pid %d: %v", sig, pid, err)
+	}
 }
 
 // reapChildren collects every child of moat that has exited (the

@@ -28,10 +28,10 @@
 // moat-init must be built static with CGO_ENABLED=0: it changes per-thread
 // credentials with syscall.AllThreadsSyscall, which cgo disables.
 //
-// The Go runtime's reading of the cgroup CPU limit at start (Go 1.25's
-// container-aware GOMAXPROCS: four files opened and read, about 0.5 ms of
-// every start on the test VM) is switched off below: moat-init mostly waits for
-// its program, and the limit would change nothing it does.
+// Go 1.25's container-aware GOMAXPROCS is switched off below: moat-init
+// mostly waits for its program, and the cgroup CPU limit would change
+// nothing it does. (Go 1.26's runtime still reads the limit once at start,
+// to count the setting's effect, so this saves no system calls.)
 //
 //go:debug containermaxprocs=0
 //go:debug updatemaxprocs=0

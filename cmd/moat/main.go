@@ -11,10 +11,10 @@
 // moat-sidecar. The container commands are thin: each maps its flags onto
 // one call into package runtime, the only package importing libcontainer.
 //
-// The Go runtime's reading of the cgroup CPU limit at start (Go 1.25's
-// container-aware GOMAXPROCS: four files opened and read, about 0.5 ms of
-// every start on the test VM) is switched off below: each moat command lives
-// for milliseconds, too short for the limit to matter.
+// Go 1.25's container-aware GOMAXPROCS is switched off below: each moat
+// command lives for milliseconds, too short for the cgroup CPU limit to
+// matter. (Go 1.26's runtime still reads the limit once at start, to count
+// the setting's effect, so this saves no system calls.)
 //
 //go:debug containermaxprocs=0
 //go:debug updatemaxprocs=0
