@@ -133,6 +133,14 @@ func (l *launch) execute() (status int, err error) {
 		kill(p)
 		return -1, err
 	}
+	if l.detach && l.ready != nil {
+		// As `moat start` does, return once moat-init is ready: in the
+		// sandbox's netns and relaying signals to the program.
+		if err := awaitReady(l.ready); err != nil {
+			kill(p)
+			return -1, err
+		}
+	}
 	if !l.attached() {
 		return 0, nil
 	}

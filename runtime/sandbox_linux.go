@@ -95,7 +95,8 @@ func (r *Runtime) DecisionLogDir(id string) (string, error) {
 // relays signals to the program (confine.Plan.Ready).
 const readyFIFO = "ready"
 
-// readyTimeout bounds how long `moat start` waits for that signal.
+// readyTimeout bounds how long `moat start` and `moat run -d` wait for
+// that signal.
 const readyTimeout = 10 * time.Second
 
 // makeReadyFIFO makes the readiness FIFO and opens it read-write (an open
@@ -139,6 +140,20 @@ func waitReady(f *os.File) error {
 		return fmt.Errorf("the container's init did not get ready (network sandbox, signal relay) within %v", readyTimeout)
 	}
 	return nil
+}
+
+// awaitReady is waitReady for the readiness FIFO f that moat made and
+// still holds read-write (`moat run --detach`): it waits on a read-only end
+// of its own and closes f, so that moat-init's exit before the byte (its
+// end, the last writer, gone) ends the wait as it does for `moat start`.
+func awaitReady(f *os.File) error {
+	r, err := os.OpenFile(f.Name(), os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("wait for the sandbox: %w", err)
+	}
+	defer r.Close()
+	f.Close()
+	return waitReady(r)
 }
 
 // waitReadable waits until fd is readable (POLLIN; a pidfd is when its

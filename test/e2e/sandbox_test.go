@@ -188,6 +188,37 @@ func TestSandboxExitCodes(t *testing.T) {
 	}
 }
 
+// TestSandboxRunDetachedReady: `moat run -d` returns only once moat-init
+// relays signals, as `moat start` does, so a signal sent to the pid it
+// wrote at once reaches the program. Before, it could reach moat-init
+// before its registration (or libcontainer's init), which drops SIGUSR1.
+func TestSandboxRunDetachedReady(t *testing.T) {
+	e := newSandboxEnv(t, sandboxPolicy)
+	bundle := sandboxBundle(t, "sleep", "60")
+	for i := 0; i < 3; i++ {
+		id := e.id("detached")
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		e.mustMoat("run", "-d", "--pid-file", pidFile, "--bundle", bundle, id)
+		data, err := os.ReadFile(pidFile)
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil || perr != nil {
+			t.Fatalf("pid file: %q, %v, %v", data, err, perr)
+		}
+		// sleep dies of SIGUSR1, and moat-init exits with it.
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for e.state(id).Status != "stopped" {
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: SIGUSR1 sent to pid %d right after `moat run -d` did not reach the program", i, pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		e.mustMoat("delete", id)
+	}
+}
+
 // TestSandboxExecAndReaping: an exec'd process passes through moat-init
 // with the container's plan, and orphans of a program that execs into
 // something that never waits are reaped (runc would leave zombies).
