@@ -26,11 +26,12 @@ import (
 // Registering for all of them costs milliseconds on a small VM, since the
 // Go runtime updates the mask of its signal thread once per signal, a
 // round trip between two threads each time. Only then is the readiness
-// FIFO signalled, so `moat start`, and every `moat kill` after it, waits
-// for the registration. A signal sent to moat-init before it (only a
-// process inside the container can) gets the Go runtime's default: ignored,
-// or, for SIGHUP, SIGINT, SIGQUIT, SIGABRT and SIGTERM, the end of
-// moat-init and with it of the container.
+// FIFO signalled, so `moat start` and `moat run -d` (and every `moat kill`
+// after them) wait for the registration, and so do the signals an attached
+// `moat run` relays. A signal that reaches moat-init before it by another
+// way (from a process in the container, or sent to its pid from the host)
+// gets the Go runtime's default: ignored, or, for SIGHUP, SIGINT, SIGQUIT,
+// SIGABRT and SIGTERM, the end of moat-init and with it of the container.
 //
 // Reap returns as soon as the program exits, whether or not the
 // registration has finished: the calling thread waits for it (and reaps
