@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // wrap builds a one-policy document around an endpoint (indented YAML).
@@ -356,8 +359,9 @@ func FuzzParse(f *testing.F) {
 			}
 			// YAML breaks lines at \r too (and libyaml at NEL, LS and
 			// PS); counting each break character bounds the line count.
-			lines := 1 + strings.Count(string(data), "\n") + strings.Count(string(data), "\r") +
-				strings.Count(string(data), "\u0085") + strings.Count(string(data), "\u2028") + strings.Count(string(data), "\u2029")
+			text := yamlText(data)
+			lines := 1 + strings.Count(text, "\n") + strings.Count(text, "\r") +
+				strings.Count(text, "\u0085") + strings.Count(text, "\u2028") + strings.Count(text, "\u2029")
 			for _, d := range perr.Diagnostics {
 				if d.Line > lines {
 					t.Fatalf("diagnostic %s points past the last line %d", d, lines)
@@ -365,4 +369,23 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// yamlText is the text the YAML decoder reads from data: UTF-16 when data
+// starts with a UTF-16 byte order mark (libyaml's rule), else data as it is.
+func yamlText(data []byte) string {
+	var order binary.ByteOrder
+	switch {
+	case bytes.HasPrefix(data, []byte{0xfe, 0xff}):
+		order = binary.BigEndian
+	case bytes.HasPrefix(data, []byte{0xff, 0xfe}):
+		order = binary.LittleEndian
+	default:
+		return string(data)
+	}
+	units := make([]uint16, 0, len(data)/2)
+	for i := 2; i+1 < len(data); i += 2 {
+		units = append(units, order.Uint16(data[i:]))
+	}
+	return string(utf16.Decode(units))
 }
