@@ -58,13 +58,13 @@ func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio, ready
 	// The terminal may be gone already (SIGHUP races); resize errors do
 	// not matter.
 	streams.resize()
-	relaying := readiness(ready)
+	unready := readiness(ready)
 	var held []os.Signal
 	for {
 		var sig os.Signal
 		select {
-		case <-relaying:
-			relaying = nil
+		case <-unready:
+			unready = nil
 			for _, sig := range held {
 				relay(p, pid, sig)
 			}
@@ -86,7 +86,7 @@ func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio, ready
 			// Go's scheduler preempts goroutines with SIGURG; it is not
 			// meant for the container.
 		default:
-			if relaying != nil {
+			if unready != nil {
 				held = append(held, sig)
 				continue
 			}
@@ -95,16 +95,16 @@ func (s *caughtSignals) supervise(p *libcontainer.Process, streams *stdio, ready
 	}
 }
 
-// readiness returns a channel closed once the readiness FIFO f is
-// readable (or readyTimeout passed); nil f gives a closed one.
+// readiness returns a channel closed once moat-init is ready, has exited
+// or readyTimeout passed (awaitReady; the signals go on either way); nil,
+// nothing to wait for, when f is nil.
 func readiness(f *os.File) <-chan struct{} {
-	ch := make(chan struct{})
 	if f == nil {
-		close(ch)
-		return ch
+		return nil
 	}
+	ch := make(chan struct{})
 	go func() {
-		_, _ = waitReadable(int(f.Fd()), readyTimeout)
+		_ = awaitReady(f)
 		close(ch)
 	}()
 	return ch
