@@ -199,11 +199,7 @@ func TestSandboxRunDetachedReady(t *testing.T) {
 		id := e.id("detached")
 		pidFile := filepath.Join(t.TempDir(), "pid")
 		e.mustMoat("run", "-d", "--pid-file", pidFile, "--bundle", bundle, id)
-		data, err := os.ReadFile(pidFile)
-		pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil || perr != nil {
-			t.Fatalf("pid file: %q, %v, %v", data, err, perr)
-		}
+		pid := readPIDFile(t, pidFile)
 		// sleep dies of SIGUSR1, and moat-init exits with it.
 		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
 			t.Fatal(err)
@@ -243,11 +239,7 @@ func TestSandboxExecAndReaping(t *testing.T) {
 	// SIGKILL to it (ctr task kill --exec-id) ends the program.
 	pidFile := filepath.Join(t.TempDir(), "exec.pid")
 	e.mustMoat("exec", "-d", "--pid-file", pidFile, id, "sleep", "123")
-	data, err := os.ReadFile(pidFile)
-	pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || perr != nil {
-		t.Fatalf("exec pid file: %q, %v, %v", data, err, perr)
-	}
+	pid := readPIDFile(t, pidFile)
 	for i := 0; i < 50 && !strings.Contains(e.mustMoat("ps", id), "sleep 123"); i++ {
 		sleepBriefly() // until the program runs
 	}
@@ -307,6 +299,17 @@ func TestSandboxRefusals(t *testing.T) {
 }
 
 func sleepBriefly() { time.Sleep(100 * time.Millisecond) }
+
+// readPIDFile returns the pid a --pid-file holds.
+func readPIDFile(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || perr != nil {
+		t.Fatalf("pid file %s: %q, %v, %v", path, data, err, perr)
+	}
+	return pid
+}
 
 // TestSandboxWithoutInit: with the sandbox on and no moat-init beside moat
 // or in PATH, create fails closed and leaves nothing behind.
