@@ -94,8 +94,7 @@ func SetupNetwork(spec NetworkSpec) (*Network, error) {
 // meanwhile. It returns once the inner netns exists (the returned Network
 // names it; a sandbox without egress has nothing else a caller needs) and
 // finishes the rest in the background: for a sandbox without egress its
-// loopback, routes, nftables table and state (about 2 ms, mostly the
-// table). finish waits for that and reports how it went, with everything
+// loopback and state. finish waits for that and reports how it went, with everything
 // undone on error as SetupNetwork would; it must be called before the
 // sandbox's process runs and before any teardown, and returns the same
 // result every time. With egress every step is done when StartNetwork
@@ -168,7 +167,7 @@ func (s *setup) steps() []step {
 		return []step{
 			{"plan", (*setup).plan},
 			{"inner netns", (*setup).innerOnly},
-			{"inner loopback and table", (*setup).configureInner},
+			{"inner loopback", (*setup).configureInner},
 			{"record", (*setup).record},
 		}
 	}
@@ -304,7 +303,7 @@ func (s *setup) outerAddrs() ([]netip.Addr, error) {
 }
 
 // innerOnly makes the inner netns of a sandbox without egress (its
-// loopback and table come next: configureInner).
+// loopback comes next: configureInner).
 func (s *setup) innerOnly() error { return s.createInner(&s.undo) }
 
 // prepare builds the inner netns and the outer rules side by side: they
@@ -342,19 +341,28 @@ func (s *setup) createInner(u *undoStack) error {
 	return err
 }
 
-// configureInner sets the inner netns's loopback up, routes through lo
-// what no other route takes and installs its table (which goes with the
-// netns).
+// configureInner sets the inner netns's loopback up and, with egress,
+// routes through lo what no other route takes and installs its table
+// (which goes with the netns). Without egress the netns has loopback and
+// nothing else: no route leads anywhere, so every connection or datagram
+// to another address fails at once in the kernel's route lookup
+// (ENETUNREACH), and no table is needed to refuse it. Its base chains
+// would cost each start and teardown a kernel code patch on a host where
+// nothing else hooks netfilter; no sidecar reads a log of such a
+// sandbox's attempts.
 func (s *setup) configureInner() error {
 	c := s.ic
 	if err := loopbackUp(c); err != nil {
 		return err
 	}
-	if err := loopbackRoutes(c, !s.spec.Egress); err != nil {
+	if !s.spec.Egress {
+		return nil
+	}
+	if err := loopbackRoute6(c); err != nil {
 		return err
 	}
 	r := innerRules{proxy: s.n.Proxy, inbound: s.spec.InboundPorts, logGroup: s.spec.NFLogGroup, queue: s.spec.NFQueue}
-	queues := r.proxy.IsValid() && r.queue != 0
+	queues := r.queue != 0
 	if queues {
 		r.xtQueue = rememberedXTQueue(s.spec.KernelDir)
 	}

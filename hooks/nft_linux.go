@@ -1,8 +1,9 @@
 package hooks
 
-// nftables rules of the sandbox, built as netlink expressions (no nft
-// binary). The inner netns lets its processes reach only loopback and the
-// sidecar's proxy: everything else is logged to an NFLOG group the sidecar
+// nftables rules of a sandbox with egress, built as netlink expressions
+// (no nft binary); one without egress has no veth, no route and no table
+// (see configureInner). The inner netns lets its processes reach only
+// loopback and the sidecar's proxy: everything else is logged to an NFLOG group the sidecar
 // reads and refused at once (TCP reset, ICMP unreachable), so a program
 // that ignores HTTP_PROXY fails fast instead of timing out. In a sandbox
 // with egress, new TCP connections, UDP datagrams and pings take a detour
@@ -47,10 +48,10 @@ const loopbackIndex = 1
 
 // innerRules is what the inner netns's table allows.
 type innerRules struct {
-	proxy    netip.AddrPort // the sidecar's proxy; zero without egress
+	proxy    netip.AddrPort // the sidecar's proxy
 	inbound  []uint16       // inner ports the sidecar may connect to
 	logGroup uint16         // NFLOG group of refused packets
-	queue    uint16         // NFQUEUE of new TCP connections (egress only); 0: none
+	queue    uint16         // NFQUEUE of new TCP connections, datagrams and pings; 0: none
 	// xtQueue queues with the xtables NFQUEUE target (through nft_compat)
 	// instead of nftables' own queue expression, which kernels built
 	// without CONFIG_NFT_QUEUE lack.
@@ -59,32 +60,31 @@ type innerRules struct {
 
 // addInnerTable queues the inner netns's table on c: an output chain that
 // accepts local traffic, established flows and the proxy, queues new TCP
-// connections to the sidecar (egress only) and logs and rejects the rest,
+// connections, datagrams and pings to the sidecar (with a queue) and logs
+// and rejects the rest,
 // and an input chain that drops what is neither loopback, established nor
 // a new connection from the proxy's address to an inbound port.
 func addInnerTable(c *nftables.Conn, r innerRules) {
 	t := c.AddTable(&nftables.Table{Name: InnerTable, Family: nftables.TableFamilyINet})
 	out := c.AddChain(baseChain(t, "output", nftables.ChainHookOutput, nftables.ChainPolicyAccept))
 	rules := [][]expr.Any{
-		// Loopback to this netns's own addresses only: the default routes
-		// through lo (see loopbackRoutes) bring bypass attempts here.
+		// Loopback to this netns's own addresses only: the IPv6 default
+		// route through lo (see loopbackRoute6) brings bypass attempts here.
 		join(matchIfIndex(expr.MetaKeyOIF, loopbackIndex), matchLocalDst(), accept()),
 		join(matchCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()),
+		join(matchIPv4(ipv4DaddrOffset, r.proxy.Addr()), matchTCPDport(r.proxy.Port()), accept()),
 	}
-	if r.proxy.IsValid() {
-		rules = append(rules, join(matchIPv4(ipv4DaddrOffset, r.proxy.Addr()), matchTCPDport(r.proxy.Port()), accept()))
-		if r.queue != 0 {
-			rules = append(rules,
-				// What the sidecar has seen comes back with the mark.
-				join(matchL4(unix.IPPROTO_TCP), matchMark(RejectMark), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
-				join(matchL4(unix.IPPROTO_UDP), matchMark(RejectMark), rejectPortUnreachable()),
-				join(matchL4(unix.IPPROTO_ICMP), matchMark(RejectMark), rejectAdminProhibited()),
-				// No QueueFlagBypass: without a listener the packet is dropped.
-				join(matchL4(unix.IPPROTO_TCP), matchTCPSyn(), matchCtState(expr.CtStateBitNEW), queueTo(r.queue, r.xtQueue)),
-				join(matchL4(unix.IPPROTO_UDP), matchCtState(expr.CtStateBitNEW), queueLimit(), queueTo(r.queue, r.xtQueue)),
-				join(matchL4(unix.IPPROTO_ICMP), matchICMPType(icmpEchoRequest), queueLimit(), queueTo(r.queue, r.xtQueue)),
-			)
-		}
+	if r.queue != 0 {
+		rules = append(rules,
+			// What the sidecar has seen comes back with the mark.
+			join(matchL4(unix.IPPROTO_TCP), matchMark(RejectMark), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
+			join(matchL4(unix.IPPROTO_UDP), matchMark(RejectMark), rejectPortUnreachable()),
+			join(matchL4(unix.IPPROTO_ICMP), matchMark(RejectMark), rejectAdminProhibited()),
+			// No QueueFlagBypass: without a listener the packet is dropped.
+			join(matchL4(unix.IPPROTO_TCP), matchTCPSyn(), matchCtState(expr.CtStateBitNEW), queueTo(r.queue, r.xtQueue)),
+			join(matchL4(unix.IPPROTO_UDP), matchCtState(expr.CtStateBitNEW), queueLimit(), queueTo(r.queue, r.xtQueue)),
+			join(matchL4(unix.IPPROTO_ICMP), matchICMPType(icmpEchoRequest), queueLimit(), queueTo(r.queue, r.xtQueue)),
+		)
 	}
 	rules = append(rules,
 		// A queue threshold of 1 hands each message to the sidecar at once
@@ -101,10 +101,8 @@ func addInnerTable(c *nftables.Conn, r innerRules) {
 		join(matchIfIndex(expr.MetaKeyIIF, loopbackIndex), accept()),
 		join(matchCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()),
 	}
-	if r.proxy.IsValid() {
-		for _, p := range r.inbound {
-			rules = append(rules, join(matchIPv4(ipv4SaddrOffset, r.proxy.Addr()), matchTCPDport(p), accept()))
-		}
+	for _, p := range r.inbound {
+		rules = append(rules, join(matchIPv4(ipv4SaddrOffset, r.proxy.Addr()), matchTCPDport(p), accept()))
 	}
 	addRules(c, t, in, rules)
 }

@@ -61,27 +61,19 @@ func loopbackUp(c *nsConn) error {
 	return nil
 }
 
-// loopbackRoutes adds default routes through lo: IPv6 always, IPv4 too
-// when there is no veth. Without a route a connect fails before netfilter
-// sees it; through lo it reaches the inner output chain, which logs it for
-// the bypass monitor and refuses it.
-func loopbackRoutes(c *nsConn, ipv4 bool) error {
-	dsts := []*net.IPNet{{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}
-	if ipv4 {
-		dsts = append(dsts, &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)})
+// loopbackRoute6 adds an IPv6 default route through lo to the inner netns
+// of a sandbox with egress, whose veth carries IPv4 only. Without a route
+// an IPv6 connect fails before netfilter sees it; through lo it reaches
+// the inner output chain, which logs it for the bypass monitor and refuses
+// it.
+func loopbackRoute6(c *nsConn) error {
+	r := &netlink.Route{LinkIndex: loopbackIndex, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}
+	err := c.rt.RouteAdd(r)
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		return nil // IPv6 is off in this kernel
 	}
-	for _, dst := range dsts {
-		r := &netlink.Route{LinkIndex: loopbackIndex, Dst: dst}
-		if dst.IP.To4() != nil {
-			r.Scope = netlink.SCOPE_LINK
-		}
-		err := c.rt.RouteAdd(r)
-		if err != nil && dst.IP.To4() == nil && errors.Is(err, unix.EAFNOSUPPORT) {
-			continue // IPv6 is off in this kernel
-		}
-		if err != nil {
-			return fmt.Errorf("default route %v through lo: %w", dst, err)
-		}
+	if err != nil {
+		return fmt.Errorf("default route %v through lo: %w", r.Dst, err)
 	}
 	return nil
 }

@@ -180,12 +180,13 @@ func TestNetworkSandbox(t *testing.T) {
 }
 
 // TestNetworkNoEgress: a policy without a network section gets an inner
-// netns with loopback only: no veth, no sidecar, every connection refused.
+// netns with loopback only: no veth, no sidecar, no route: every
+// connection and datagram fails at once as unreachable.
 func TestNetworkNoEgress(t *testing.T) {
 	e := newSandboxEnv(t, sandboxPolicy)
 	linksBefore := netLinks(t)
-	stdout, stderr, code := runSandboxed(t, e, ifaces+"; echo proxy=$HTTP_PROXY; probe dial tcp 192.0.2.1:80")
-	if code != 0 || stdout != "lo \nproxy=\nECONNREFUSED\n" {
+	stdout, stderr, code := runSandboxed(t, e, ifaces+"; echo proxy=$HTTP_PROXY; probe dial tcp 192.0.2.1:80; probe dial udp 192.0.2.1:53; probe dial tcp [2001:db8::1]:80")
+	if code != 0 || stdout != "lo \nproxy=\nENETUNREACH\nENETUNREACH\nENETUNREACH\n" {
 		t.Errorf("exit %d\nstdout %q\nstderr %s", code, stdout, stderr)
 	}
 	if n := netLinks(t); n != linksBefore {
@@ -230,7 +231,7 @@ func TestNetworkNoEgressNetNS(t *testing.T) {
 			}
 			e.mustMoat("start", id)
 			out, stderr, code := e.moat("exec", id, "sh", "-c", "readlink /proc/self/ns/net; "+ifaces+"; probe dial tcp 192.0.2.1:80")
-			if want := inner + "\nlo \nECONNREFUSED\n"; code != 0 || out != want {
+			if want := inner + "\nlo \nENETUNREACH\n"; code != 0 || out != want {
 				t.Errorf("exec: exit %d, %q, want %q; stderr %s", code, out, want, stderr)
 			}
 		})
