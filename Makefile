@@ -10,7 +10,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 # (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME  ?= 20000x
 # Fuzz targets run briefly by `make test`: package:target.
-FUZZ      := ./policy:FuzzParse ./policy:FuzzMatchPath ./policy:FuzzMatchHost ./policy/engine:FuzzDecide
+FUZZ      := ./policy:FuzzParse ./policy:FuzzMatchPath ./policy:FuzzMatchHost ./policy/engine:FuzzDecide ./confine:FuzzParsePlan
 
 BINARIES  := moat moat-sidecar
 # moat-init is built static (CGO_ENABLED=0) once its directory exists.

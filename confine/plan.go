@@ -1,7 +1,6 @@
 package confine
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -209,22 +208,21 @@ func (p *Plan) Marshal() ([]byte, error) {
 // 10 KiB of base64.
 const maxPlanSize = 4 << 20
 
-// ParsePlan decodes and validates a plan. Unknown fields are an error: a
+// ParsePlan decodes and validates a plan (see decodePlan: the JSON that
+// Marshal writes, without encoding/json). Unknown fields are an error: a
 // plan from a newer moat must not be half-applied.
 func ParsePlan(data []byte) (*Plan, error) {
 	if len(data) > maxPlanSize {
 		return nil, fmt.Errorf("plan is %d bytes, more than %d", len(data), maxPlanSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var p Plan
-	if err := dec.Decode(&p); err != nil {
+	p, err := decodePlan(data)
+	if err != nil {
 		return nil, fmt.Errorf("decode plan: %w", err)
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &p, nil
+	return p, nil
 }
 
 // ReadPlan reads and validates the plan file at path.
