@@ -94,11 +94,11 @@ func SetupNetwork(spec NetworkSpec) (*Network, error) {
 // meanwhile. It returns once the inner netns exists (the returned Network
 // names it; a sandbox without egress has nothing else a caller needs) and
 // finishes the rest in the background: for a sandbox without egress its
-// loopback and state. finish waits for that and reports how it went, with everything
-// undone on error as SetupNetwork would; it must be called before the
-// sandbox's process runs and before any teardown, and returns the same
-// result every time. With egress every step is done when StartNetwork
-// returns.
+// loopback and state. finish waits for that and reports how it went, with
+// everything undone on error as SetupNetwork would; it must be called
+// before the sandbox's process runs and before any teardown, and returns
+// the same result every time. With egress every step is done when
+// StartNetwork returns.
 func StartNetwork(spec NetworkSpec) (n *Network, finish func() error, err error) {
 	s, err := newSetup(spec)
 	if err != nil {
