@@ -86,22 +86,7 @@ func (d *planDecoder) planField(p *Plan, key string) error {
 			return d.object(func(key string) error { return d.landlockField(p.Landlock, key) })
 		})
 	case "seccomp":
-		return d.array(func() { p.Seccomp = []SeccompProgram{} }, func() error {
-			var sp SeccompProgram
-			err := d.object(func(key string) error {
-				switch key {
-				case "name":
-					return d.str(&sp.Name)
-				case "flags":
-					return d.uint32(&sp.Flags)
-				case "instructions":
-					return d.bytes(&sp.Instructions)
-				}
-				return unknownField(key)
-			})
-			p.Seccomp = append(p.Seccomp, sp)
-			return err
-		})
+		return list(d, &p.Seccomp, d.seccompProgram)
 	case "identity":
 		id := &p.Identity
 		return d.objectOrNull(func(key string) error {
@@ -111,12 +96,7 @@ func (d *planDecoder) planField(p *Plan, key string) error {
 			case "gid":
 				return d.uint32(&id.GID)
 			case "additional_gids":
-				return d.array(func() { id.AdditionalGids = []uint32{} }, func() error {
-					var g uint32
-					err := d.uint32(&g)
-					id.AdditionalGids = append(id.AdditionalGids, g)
-					return err
-				})
+				return list(d, &id.AdditionalGids, d.uint32)
 			case "username":
 				return d.str(&id.Username)
 			case "home":
@@ -157,30 +137,43 @@ func (d *planDecoder) landlockField(l *plan.Plan, key string) error {
 	case "compatibility":
 		return d.str(&l.Compatibility)
 	case "rules":
-		return d.array(func() { l.Rules = []plan.PlanRule{} }, func() error {
-			var r plan.PlanRule
-			err := d.object(func(key string) error {
-				switch key {
-				case "path":
-					return d.str(&r.Path)
-				case "access":
-					return d.str(&r.Access)
-				case "optional":
-					return d.bool(&r.Optional)
-				case "origin":
-					return d.str(&r.Origin)
-				}
-				return unknownField(key)
-			})
-			l.Rules = append(l.Rules, r)
-			return err
-		})
+		return list(d, &l.Rules, d.rule)
 	case "entrypoint_interpreter":
 		return d.bool(&l.EntrypointInterpreter)
 	case "gpu_devices":
 		return d.bool(&l.GPUDevices)
 	}
 	return unknownField(key)
+}
+
+func (d *planDecoder) seccompProgram(sp *SeccompProgram) error {
+	return d.object(func(key string) error {
+		switch key {
+		case "name":
+			return d.str(&sp.Name)
+		case "flags":
+			return d.uint32(&sp.Flags)
+		case "instructions":
+			return d.bytes(&sp.Instructions)
+		}
+		return unknownField(key)
+	})
+}
+
+func (d *planDecoder) rule(r *plan.PlanRule) error {
+	return d.object(func(key string) error {
+		switch key {
+		case "path":
+			return d.str(&r.Path)
+		case "access":
+			return d.str(&r.Access)
+		case "optional":
+			return d.bool(&r.Optional)
+		case "origin":
+			return d.str(&r.Origin)
+		}
+		return unknownField(key)
+	})
 }
 
 func unknownField(key string) error { return fmt.Errorf("unknown field %q", key) }
@@ -252,15 +245,8 @@ func (d *planDecoder) objectOrNull(field func(key string) error) error {
 // object decodes an object, calling field for each key with the decoder
 // at its value; field must consume the value. Each key may appear once.
 func (d *planDecoder) object(field func(key string) error) error {
-	if err := d.expect('{'); err != nil {
-		return err
-	}
 	var seen []string
-	if d.next() == '}' {
-		d.pos++
-		return nil
-	}
-	for {
+	return d.sequence('{', '}', func() error {
 		var key string
 		if err := d.quoted(&key); err != nil {
 			return err
@@ -274,60 +260,52 @@ func (d *planDecoder) object(field func(key string) error) error {
 		if err := d.expect(':'); err != nil {
 			return err
 		}
-		if err := field(key); err != nil {
-			return err
-		}
-		switch d.next() {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			return nil
-		default:
-			return d.expect('}')
-		}
-	}
+		return field(key)
+	})
 }
 
-// array decodes an array: null leaves the slice nil, otherwise start
-// makes it empty (not nil, as encoding/json does for []) and elem decodes
-// and appends each element.
-func (d *planDecoder) array(start func(), elem func() error) error {
+// list decodes an array into dst with elem, which decodes one element:
+// null leaves dst nil, [] makes it empty (not nil, as encoding/json does).
+func list[T any](d *planDecoder, dst *[]T, elem func(*T) error) error {
 	if d.null() {
 		return nil
 	}
-	if err := d.expect('['); err != nil {
+	*dst = []T{}
+	return d.sequence('[', ']', func() error {
+		var v T
+		err := elem(&v)
+		*dst = append(*dst, v)
+		return err
+	})
+}
+
+// sequence decodes the items between open and close, separated by
+// commas, calling item for each.
+func (d *planDecoder) sequence(open, close byte, item func() error) error {
+	if err := d.expect(open); err != nil {
 		return err
 	}
-	start()
-	if d.next() == ']' {
+	if d.next() == close {
 		d.pos++
 		return nil
 	}
 	for {
-		if err := elem(); err != nil {
+		if err := item(); err != nil {
 			return err
 		}
 		switch d.next() {
 		case ',':
 			d.pos++
-		case ']':
+		case close:
 			d.pos++
 			return nil
 		default:
-			return d.expect(']')
+			return d.expect(close)
 		}
 	}
 }
 
-func (d *planDecoder) strings(dst *[]string) error {
-	return d.array(func() { *dst = []string{} }, func() error {
-		var s string
-		err := d.str(&s)
-		*dst = append(*dst, s)
-		return err
-	})
-}
+func (d *planDecoder) strings(dst *[]string) error { return list(d, dst, d.str) }
 
 func (d *planDecoder) bool(dst *bool) error {
 	switch {
